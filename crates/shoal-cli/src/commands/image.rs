@@ -1,0 +1,308 @@
+//! Image commands: load, save, ls, inspect, rm, tag.
+
+use std::io::{IsTerminal, Read, Write};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use serde_json::json;
+use shoal_api::v1::{
+    DataChunk, ImageRef, ListImagesRequest, RemoveImageRequest, SaveImageRequest, TagImageRequest,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::{connect, err};
+use crate::format::{ago, human_size, short_id, table};
+use crate::inspect;
+
+#[derive(Subcommand)]
+pub enum ImageCommand {
+    /// Load images from a tar archive (docker save or OCI layout) or stdin.
+    Load(LoadArgs),
+    /// Save images to a docker-compatible tar archive.
+    Save(SaveArgs),
+    /// List images.
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Show images as JSON.
+    Inspect(InspectArgs),
+    /// Remove images.
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+}
+
+#[derive(Args)]
+pub struct LoadArgs {
+    /// Archive to read (default: stdin).
+    #[arg(short = 'i', long = "input")]
+    input: Option<String>,
+    /// Print only the loaded names.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+}
+
+#[derive(Args)]
+pub struct SaveArgs {
+    /// Write to this file instead of stdout.
+    #[arg(short = 'o', long = "output")]
+    output: Option<String>,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// Only ids.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// "table" (default) or "json" (one object per line).
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Remove even if tagged several times or used by a container.
+    #[arg(short = 'f', long = "force")]
+    force: bool,
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct TagArgs {
+    source: String,
+    target: String,
+}
+
+pub async fn dispatch(host: &str, cmd: ImageCommand) -> Result<i32> {
+    match cmd {
+        ImageCommand::Load(a) => load(host, a).await,
+        ImageCommand::Save(a) => save(host, a).await,
+        ImageCommand::Ls(a) => ls(host, a).await,
+        ImageCommand::Inspect(a) => inspect(host, a).await,
+        ImageCommand::Rm(a) => rm(host, a).await,
+        ImageCommand::Tag(a) => tag(host, a).await,
+    }
+}
+
+pub async fn load(host: &str, args: LoadArgs) -> Result<i32> {
+    let mut reader: Box<dyn Read + Send> = match &args.input {
+        Some(path) => Box::new(std::fs::File::open(path).with_context(|| format!("open {path}"))?),
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is a terminal: use -i FILE or pipe an archive in");
+            }
+            Box::new(std::io::stdin())
+        }
+    };
+    let mut client = connect(host).await?;
+    let (tx, rx) = mpsc::channel::<DataChunk>(8);
+    let reading = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            if tx
+                .blocking_send(DataChunk {
+                    data: buf[..n].to_vec(),
+                })
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    });
+    let resp = client.load_image(ReceiverStream::new(rx)).await;
+    let read = reading
+        .join()
+        .map_err(|_| anyhow::anyhow!("reading the archive failed"))?;
+    let resp = resp.map_err(err)?.into_inner();
+    read.context("read the archive")?;
+    for img in resp.images {
+        if img.names.is_empty() {
+            println!("Loaded image ID: {}", img.id);
+        }
+        for n in img.names {
+            if args.quiet {
+                println!("{n}");
+            } else {
+                println!("Loaded image: {n}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn save(host: &str, args: SaveArgs) -> Result<i32> {
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(std::fs::File::create(path).with_context(|| format!("create {path}"))?)
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("cowardly refusing to save to a terminal: use -o FILE or redirect stdout");
+            }
+            Box::new(std::io::stdout())
+        }
+    };
+    let mut client = connect(host).await?;
+    let result = async {
+        let mut stream = client
+            .save_image(SaveImageRequest {
+                refs: args.images.clone(),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        while let Some(chunk) = stream.message().await.map_err(err)? {
+            out.write_all(&chunk.data)?;
+        }
+        out.flush()?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    if result.is_err() {
+        if let Some(path) = &args.output {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result.map(|()| 0)
+}
+
+pub async fn ls(host: &str, args: LsArgs) -> Result<i32> {
+    let json = match args.format.as_deref() {
+        None | Some("table") => false,
+        Some("json") | Some("{{json .}}") => true,
+        Some(other) => bail!("unsupported --format {other:?}: use table or json"),
+    };
+    let mut client = connect(host).await?;
+    let mut images = client
+        .list_images(ListImagesRequest {})
+        .await
+        .map_err(err)?
+        .into_inner()
+        .images;
+    images.sort_by(|a, b| b.created.cmp(&a.created));
+    let mut rows = Vec::new();
+    for i in &images {
+        let id = if args.no_trunc {
+            i.id.clone()
+        } else {
+            short_id(&i.id)
+        };
+        if args.quiet {
+            println!("{id}");
+            continue;
+        }
+        let names: Vec<(String, String)> = if i.repo_tags.is_empty() {
+            vec![("<none>".into(), "<none>".into())]
+        } else {
+            i.repo_tags
+                .iter()
+                .map(|t| match t.rsplit_once(':') {
+                    Some((r, tag)) if !tag.contains('/') => (r.to_string(), tag.to_string()),
+                    _ => (t.clone(), "<none>".into()),
+                })
+                .collect()
+        };
+        for (repo, tag) in names {
+            if json {
+                println!(
+                    "{}",
+                    json!({"ID": id, "Repository": repo, "Tag": tag, "CreatedAt": i.created, "CreatedSince": ago(&i.created), "Size": human_size(i.size)})
+                );
+            } else {
+                rows.push(vec![
+                    repo,
+                    tag,
+                    id.clone(),
+                    ago(&i.created),
+                    human_size(i.size),
+                ]);
+            }
+        }
+    }
+    if !args.quiet && !json {
+        print!(
+            "{}",
+            table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
+        );
+    }
+    Ok(0)
+}
+
+pub async fn inspect(host: &str, args: InspectArgs) -> Result<i32> {
+    let mut client = connect(host).await?;
+    let mut docs = Vec::new();
+    let mut failed = false;
+    for r in &args.images {
+        match client
+            .inspect_image(ImageRef {
+                reference: r.clone(),
+            })
+            .await
+        {
+            Ok(i) => docs.push(inspect::image(&i.into_inner())),
+            Err(s) => {
+                eprintln!("shoal: {}", s.message());
+                failed = true;
+            }
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(i32::from(failed))
+}
+
+pub async fn rm(host: &str, args: RmArgs) -> Result<i32> {
+    let mut client = connect(host).await?;
+    let mut failed = false;
+    for r in &args.images {
+        match client
+            .remove_image(RemoveImageRequest {
+                reference: r.clone(),
+                force: args.force,
+            })
+            .await
+        {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                for u in resp.untagged {
+                    println!("Untagged: {u}");
+                }
+                for d in resp.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Err(s) => {
+                eprintln!("shoal: {}", s.message());
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
+pub async fn tag(host: &str, args: TagArgs) -> Result<i32> {
+    let mut client = connect(host).await?;
+    client
+        .tag_image(TagImageRequest {
+            source: args.source,
+            target: args.target,
+        })
+        .await
+        .map_err(err)?;
+    Ok(0)
+}

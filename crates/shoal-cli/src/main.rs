@@ -1,0 +1,119 @@
+//! `shoal`: the command line of shoal. Talks to shoald over its unix socket; prints
+//! docker-style tables, or JSON with `--format json`.
+
+mod attach;
+mod client;
+mod commands;
+mod format;
+mod inspect;
+mod opts;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{container, image};
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A swarm-mode container orchestrator",
+    disable_help_subcommand = true
+)]
+struct Cli {
+    /// Daemon socket (unix:///path).
+    #[arg(short = 'H', long = "host", env = "SHOAL_HOST", default_value = client::DEFAULT_HOST, global = true)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create and start a container.
+    #[command(disable_help_flag = true)]
+    Run(container::RunArgs),
+    /// Create a container without starting it.
+    #[command(disable_help_flag = true)]
+    Create(opts::CreateFlags),
+    /// Start stopped containers.
+    Start(container::StartArgs),
+    /// Stop running containers (stop signal, then SIGKILL after the timeout).
+    Stop(container::StopArgs),
+    /// Restart containers.
+    Restart(container::StopArgs),
+    /// Send a signal to running containers (default SIGKILL).
+    Kill(container::KillArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show low-level information on containers or images (JSON).
+    Inspect(container::InspectArgs),
+    /// Fetch the logs of a container.
+    Logs(container::LogsArgs),
+    /// Block until containers stop, then print their exit codes.
+    Wait(container::WaitArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// List images.
+    Images(image::LsArgs),
+    /// Load images from a tar archive or stdin.
+    Load(image::LoadArgs),
+    /// Save images to a tar archive (stdout by default).
+    Save(image::SaveArgs),
+    /// Remove images.
+    Rmi(image::RmArgs),
+    /// Tag an image.
+    Tag(image::TagArgs),
+    /// Show the client and daemon versions.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shoal: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Version => commands::version(&cli.host).await,
+        Command::Run(a) => container::run(&cli.host, a).await,
+        Command::Create(a) => container::create(&cli.host, a).await,
+        Command::Start(a) => container::start(&cli.host, a).await,
+        Command::Stop(a) => container::stop(&cli.host, a, false).await,
+        Command::Restart(a) => container::stop(&cli.host, a, true).await,
+        Command::Kill(a) => container::kill(&cli.host, a).await,
+        Command::Rm(a) => container::rm(&cli.host, a).await,
+        Command::Ps(a) => container::ps(&cli.host, a).await,
+        Command::Inspect(a) => container::inspect(&cli.host, a).await,
+        Command::Logs(a) => container::logs(&cli.host, a).await,
+        Command::Wait(a) => container::wait(&cli.host, a).await,
+        Command::Image(c) => image::dispatch(&cli.host, c).await,
+        Command::Images(a) => image::ls(&cli.host, a).await,
+        Command::Load(a) => image::load(&cli.host, a).await,
+        Command::Save(a) => image::save(&cli.host, a).await,
+        Command::Rmi(a) => image::rm(&cli.host, a).await,
+        Command::Tag(a) => image::tag(&cli.host, a).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shoal: {e:#}");
+            1
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! `create`: validate the request, resolve the image, merge ENTRYPOINT/CMD/Env/WorkingDir/
+//! User/StopSignal with the image config exactly as docker does, and write the record.
+
+use shoal_api::v1::{Container, ContainerConfig, ContainerState, HostConfig, StringList};
+use shoal_api::ContainerStatus;
+use shoal_image::ImageConfig;
+
+use crate::error::{Error, IoContext, Result};
+use crate::names;
+use crate::rootfs::RootfsDirs;
+use crate::Engine;
+
+pub struct CreateRequest {
+    pub name: String,
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+}
+
+/// Program and arguments from the image and the request (docker's rules):
+/// - `--entrypoint` replaces the image ENTRYPOINT and clears the image CMD;
+/// - arguments after the image replace CMD but not ENTRYPOINT;
+/// - a shell-form ENTRYPOINT (`/bin/sh -c "..."`) gets CMD as extra arguments, which the
+///   shell ignores, so it effectively ignores CMD.
+pub fn merge_command(
+    image: &ImageConfig,
+    entrypoint: Option<&StringList>,
+    cmd: Option<&StringList>,
+) -> Result<Vec<String>> {
+    let entry: Vec<String> = match entrypoint {
+        Some(e) => e.values.iter().filter(|s| !s.is_empty()).cloned().collect(),
+        None => image.entrypoint.clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = match cmd {
+        Some(c) if !c.values.is_empty() => c.values.clone(),
+        _ if entrypoint.is_some() => Vec::new(),
+        _ => image.cmd.clone().unwrap_or_default(),
+    };
+    let all: Vec<String> = entry.into_iter().chain(cmd).collect();
+    if all.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no command specified: give one after the image name or use --entrypoint".into(),
+        ));
+    }
+    Ok(all)
+}
+
+/// Image env overridden key by key by the request's.
+pub fn merge_env(image: &[String], request: &[String]) -> Vec<String> {
+    let key = |e: &str| e.split('=').next().unwrap_or(e).to_string();
+    let mut out: Vec<String> = image.to_vec();
+    for e in request {
+        let k = key(e);
+        match out.iter_mut().find(|x| key(x) == k) {
+            Some(slot) => *slot = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
+impl Engine {
+    pub async fn create(&self, req: CreateRequest) -> Result<(String, Vec<String>)> {
+        let mut warnings = Vec::new();
+        let cfg = req.config;
+        let host = req.host_config;
+        if cfg.image.is_empty() {
+            return Err(Error::InvalidArgument("no image given".into()));
+        }
+        let image = self.image(&cfg.image).await?;
+        let command = merge_command(&image.config, cfg.entrypoint.as_ref(), cfg.cmd.as_ref())?;
+        let working_dir = if !cfg.working_dir.is_empty() {
+            cfg.working_dir.clone()
+        } else if !image.config.working_dir.is_empty() {
+            image.config.working_dir.clone()
+        } else {
+            "/".to_string()
+        };
+        if !working_dir.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "the working directory {working_dir:?} is invalid: it needs to be an absolute path"
+            )));
+        }
+        let stop_signal = if !cfg.stop_signal.is_empty() {
+            cfg.stop_signal.clone()
+        } else {
+            image
+                .config
+                .stop_signal
+                .clone()
+                .unwrap_or_else(|| "SIGTERM".into())
+        };
+        if shoal_runtime::sys::parse_signal(&stop_signal).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid stop signal {stop_signal:?}"
+            )));
+        }
+        validate_host_config(&host, &mut warnings)?;
+        for e in &cfg.env {
+            if e.starts_with('=') || e.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid environment variable {e:?}"
+                )));
+            }
+        }
+        if cfg.stop_timeout.is_some_and(|t| t < -1) {
+            return Err(Error::InvalidArgument(
+                "stop timeout must be -1 (wait forever) or more".into(),
+            ));
+        }
+
+        let id = names::new_id();
+        let name = if req.name.is_empty() {
+            self.unused_random_name()
+        } else {
+            names::validate_name(&req.name)?
+        };
+        let env = merge_env(&image.config.env, &cfg.env);
+        let user = if cfg.user.is_empty() {
+            image.config.user.clone()
+        } else {
+            cfg.user.clone()
+        };
+        let mut config = cfg;
+        config.user = user;
+        if config.hostname.is_empty() {
+            config.hostname = id[..12].to_string();
+        }
+        let container = Container {
+            id: id.clone(),
+            name,
+            image: config.image.clone(),
+            image_id: image.id.clone(),
+            created: crate::now(),
+            path: command[0].clone(),
+            args: command[1..].to_vec(),
+            log_path: self
+                .inner
+                .cfg
+                .container_dir(&id)
+                .join(format!("{id}-json.log"))
+                .display()
+                .to_string(),
+            resolved_env: env,
+            resolved_working_dir: working_dir,
+            resolved_stop_signal: stop_signal,
+            config: Some(config),
+            host_config: Some(host),
+            state: Some(ContainerState {
+                status: ContainerStatus::Created as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let dir = self.inner.cfg.container_dir(&id);
+        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
+        let made = RootfsDirs::new(&dir)
+            .create()
+            .and_then(|()| self.persist(&container));
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        if let Err(e) = self.register(container) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        tracing::info!(container_id = %id, image = %image.id, "created container");
+        Ok((id, warnings))
+    }
+
+    fn unused_random_name(&self) -> String {
+        let reg = self.inner.registry.lock().expect("registry lock");
+        loop {
+            let n = names::random_name();
+            if !reg.names.contains_key(&n) {
+                return n;
+            }
+        }
+    }
+}
+
+fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result<()> {
+    match host.network_mode.as_str() {
+        "" | "none" | "host" => {}
+        "bridge" | "default" => {
+            return Err(Error::InvalidArgument(
+                "bridge networking is not available yet: use --network none or --network host"
+                    .into(),
+            ))
+        }
+        other => {
+            return Err(Error::NotFound(format!(
+                "network {other} not found: use --network none or --network host"
+            )))
+        }
+    }
+    if host.memory != 0 && host.memory < 6 * 1024 * 1024 {
+        return Err(Error::InvalidArgument(
+            "minimum memory limit allowed is 6MB".into(),
+        ));
+    }
+    if host.memory < 0 {
+        return Err(Error::InvalidArgument(
+            "memory limit cannot be negative".into(),
+        ));
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    if host.nano_cpus < 0 || host.nano_cpus > cpus * 1_000_000_000 {
+        return Err(Error::InvalidArgument(format!(
+            "range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+        )));
+    }
+    if host.nano_cpus > 0 && host.nano_cpus < 10_000_000 {
+        return Err(Error::InvalidArgument(format!(
+            "range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+        )));
+    }
+    if host.pids_limit < -1 {
+        return Err(Error::InvalidArgument(
+            "pids limit must be -1 (unlimited) or more".into(),
+        ));
+    }
+    let _ = warnings;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(v: &[&str]) -> StringList {
+        StringList {
+            values: v.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn image(entry: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfig {
+        ImageConfig {
+            entrypoint: entry.map(|e| e.iter().map(|s| s.to_string()).collect()),
+            cmd: cmd.map(|c| c.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    /// docker's ENTRYPOINT/CMD table, one row per case.
+    #[test]
+    fn entrypoint_cmd_table() {
+        let sh_form = ["/bin/sh", "-c", "echo hi"];
+        type Row<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+        );
+        // (image entrypoint, image cmd, --entrypoint, args, expected; None = error)
+        let rows: &[Row<'_>] = &[
+            (None, Some(&["sh"]), None, None, Some(&["sh"])),
+            (
+                None,
+                Some(&["sh"]),
+                None,
+                Some(&["echo", "x"]),
+                Some(&["echo", "x"]),
+            ),
+            (Some(&["/ep"]), None, None, None, Some(&["/ep"])),
+            (
+                Some(&["/ep", "-a"]),
+                Some(&["c1"]),
+                None,
+                None,
+                Some(&["/ep", "-a", "c1"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                None,
+                Some(&["x"]),
+                Some(&["/ep", "x"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some(&["/new"]),
+                None,
+                Some(&["/new"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some(&["/new"]),
+                Some(&["x"]),
+                Some(&["/new", "x"]),
+            ),
+            (
+                Some(&["/ep"]),
+                Some(&["c1"]),
+                Some(&[""]),
+                Some(&["echo"]),
+                Some(&["echo"]),
+            ),
+            (Some(&["/ep"]), Some(&["c1"]), Some(&[""]), None, None),
+            (
+                Some(&sh_form),
+                Some(&["ignored"]),
+                None,
+                None,
+                Some(&["/bin/sh", "-c", "echo hi", "ignored"]),
+            ),
+            (None, None, None, None, None),
+            (None, Some(&[]), None, None, None),
+        ];
+        for (i, (ie, ic, ep, args, want)) in rows.iter().enumerate() {
+            let img = image(*ie, *ic);
+            let got = merge_command(&img, ep.map(list).as_ref(), args.map(list).as_ref());
+            match want {
+                Some(w) => assert_eq!(
+                    got.unwrap(),
+                    w.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                    "row {i}"
+                ),
+                None => assert!(got.is_err(), "row {i}: expected an error, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn env_overrides_by_key() {
+        let image = vec!["PATH=/bin".to_string(), "A=1".to_string()];
+        let req = vec!["A=2".to_string(), "B=3".to_string(), "C".to_string()];
+        assert_eq!(
+            merge_env(&image, &req),
+            vec!["PATH=/bin", "A=2", "B=3", "C"]
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Image operations, run on the blocking pool (the image store does file I/O), with the
+//! engine's knowledge of which containers use which image.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use shoal_image::{Image, LoadedImage, Removed};
+
+use crate::error::{Error, Result};
+use crate::Engine;
+
+impl Engine {
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&shoal_image::ImageStore) -> std::result::Result<T, shoal_image::Error>
+            + Send
+            + 'static,
+    ) -> Result<T> {
+        let store = self.inner.images.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("image task failed: {e}")))?
+            .map_err(image_error)
+    }
+
+    pub async fn image(&self, reference: &str) -> Result<Image> {
+        let r = reference.to_string();
+        self.blocking(move |s| s.get(&r)).await
+    }
+
+    pub async fn images(&self) -> Result<Vec<Image>> {
+        self.blocking(|s| s.list()).await
+    }
+
+    pub(crate) async fn layer_dirs(&self, image: Image) -> Result<Vec<PathBuf>> {
+        self.blocking(move |s| s.layer_dirs(&image)).await
+    }
+
+    /// Load an archive read from `reader` (runs on the blocking pool).
+    pub async fn load_images(
+        &self,
+        reader: impl Read + Send + 'static,
+    ) -> Result<Vec<LoadedImage>> {
+        self.blocking(move |s| s.load(reader)).await
+    }
+
+    pub async fn save_images(
+        &self,
+        refs: Vec<String>,
+        out: impl std::io::Write + Send + 'static,
+    ) -> Result<()> {
+        self.blocking(move |s| s.save(&refs, out)).await
+    }
+
+    pub async fn tag_image(&self, source: &str, target: &str) -> Result<()> {
+        let (s, t) = (source.to_string(), target.to_string());
+        self.blocking(move |st| st.tag(&s, &t)).await
+    }
+
+    pub async fn remove_image(&self, reference: &str, force: bool) -> Result<Vec<Removed>> {
+        let users: Vec<(String, String)> = {
+            let reg = self.inner.registry.lock().expect("registry lock");
+            reg.by_id
+                .values()
+                .map(|e| {
+                    let c = e.snapshot();
+                    (c.image_id, c.id)
+                })
+                .collect()
+        };
+        let r = reference.to_string();
+        self.blocking(move |s| {
+            s.remove(&r, force, &|image_id: &str| {
+                users
+                    .iter()
+                    .find(|(img, _)| img == image_id)
+                    .map(|(_, c)| c[..12].to_string())
+            })
+        })
+        .await
+    }
+
+    /// Containers using an image, for `image rm` messages.
+    pub fn image_users(&self, image_id: &str) -> Vec<String> {
+        self.containers_using(image_id)
+    }
+}
+
+fn image_error(e: shoal_image::Error) -> Error {
+    let msg = e.to_string();
+    match e {
+        shoal_image::Error::NotFound(_) => Error::NotFound(msg),
+        shoal_image::Error::Conflict(_) => Error::Conflict(msg),
+        _ => Error::Image(e),
+    }
+}

@@ -1,0 +1,171 @@
+//! The OCI runtime spec for a container: docker's defaults (capabilities, masked paths,
+//! mounts) plus what the user asked for.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use shoal_api::v1::Container;
+
+use crate::user::ResolvedUser;
+
+/// docker's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const MASKED_PATHS: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+pub struct SpecInput<'a> {
+    pub container: &'a Container,
+    pub rootfs: &'a Path,
+    pub user: &'a ResolvedUser,
+    pub env: Vec<String>,
+    pub hostname: &'a str,
+    /// /etc/hostname, /etc/hosts, /etc/resolv.conf prepared for the container.
+    pub etc_dir: &'a Path,
+    pub cgroup_path: String,
+    pub swap_supported: bool,
+}
+
+pub fn build(input: &SpecInput<'_>) -> Value {
+    let c = input.container;
+    let cfg = c.config.clone().unwrap_or_default();
+    let host = c.host_config.clone().unwrap_or_default();
+    let mut args = vec![c.path.clone()];
+    args.extend(c.args.iter().cloned());
+
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
+    ];
+    for f in ["resolv.conf", "hostname", "hosts"] {
+        mounts.push(json!({
+            "destination": format!("/etc/{f}"),
+            "type": "bind",
+            "source": input.etc_dir.join(f),
+            "options": ["rbind", "rprivate"]
+        }));
+    }
+
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if host.network_mode != "host" {
+        namespaces.push(json!({"type": "network"}));
+    }
+
+    let mut resources = json!({
+        "devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rwm"}
+        ]
+    });
+    if host.memory > 0 {
+        let mut mem = json!({"limit": host.memory});
+        if input.swap_supported {
+            // docker's default: as much swap as memory.
+            mem["swap"] = json!(host.memory * 2);
+        }
+        resources["memory"] = mem;
+    }
+    if host.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        resources["cpu"] =
+            json!({"quota": host.nano_cpus * period / 1_000_000_000, "period": period});
+    }
+    if host.pids_limit > 0 {
+        resources["pids"] = json!({"limit": host.pids_limit});
+    }
+
+    let caps = json!(DEFAULT_CAPS);
+    json!({
+        "ociVersion": "1.2.0",
+        "process": {
+            "terminal": cfg.tty,
+            "user": {
+                "uid": input.user.uid,
+                "gid": input.user.gid,
+                "additionalGids": input.user.additional_gids,
+            },
+            "args": args,
+            "env": input.env,
+            "cwd": if c.resolved_working_dir.is_empty() { "/" } else { c.resolved_working_dir.as_str() },
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false,
+            "oomScoreAdj": 0
+        },
+        "root": {"path": input.rootfs, "readonly": false},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": input.cgroup_path,
+            "resources": resources,
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+        }
+    })
+}
+
+/// Environment at start: the merged env plus what docker adds (PATH if missing, HOSTNAME,
+/// HOME from the user's passwd entry, TERM for a tty).
+pub fn runtime_env(c: &Container, hostname: &str, user: &ResolvedUser) -> Vec<String> {
+    let mut env: Vec<String> = Vec::new();
+    let has = |env: &[String], k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+    env.extend(c.resolved_env.iter().cloned());
+    if !has(&env, "PATH") {
+        env.insert(0, format!("PATH={}", shoal_runtime::process::DEFAULT_PATH));
+    }
+    if !has(&env, "HOSTNAME") {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    if c.config.as_ref().is_some_and(|c| c.tty) && !has(&env, "TERM") {
+        env.push("TERM=xterm".into());
+    }
+    if !has(&env, "HOME") {
+        env.push(format!("HOME={}", user.home));
+    }
+    env
+}
