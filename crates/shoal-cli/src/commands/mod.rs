@@ -22,8 +22,8 @@ pub async fn version(host: &str) -> Result<i32> {
         .map_err(err)?
         .into_inner();
     println!(
-        "\nServer:\n Version:     {}\n API version: {}\n OS/Arch:     {}/{}\n Data root:   {}",
-        v.version, v.api_version, v.os, v.arch, v.data_root
+        "\nServer:\n Version:     {}\n API version: {}\n OS/Arch:     {}/{}\n Cgroup:      v{}\n Data root:   {}",
+        v.version, v.api_version, v.os, v.arch, v.cgroup_version, v.data_root
     );
     Ok(0)
 }
