@@ -43,14 +43,14 @@ pub async fn attach(client: &mut Client, spec: AttachSpec) -> Result<Outcome> {
     let response = client.attach(ReceiverStream::new(rx)).await;
     let mut inbound = match response {
         Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::Unavailable => return Err(err(s)),
         Err(s) => {
-            if let Some(code) = start_exit_code(&s) {
-                return Ok(Outcome::StartFailed {
-                    code,
-                    message: s.message().to_string(),
-                });
-            }
-            return Err(err(s));
+            // docker: 126/127 when the program cannot run, 125 for any other refusal.
+            let code = start_exit_code(&s).unwrap_or(125);
+            return Ok(Outcome::StartFailed {
+                code,
+                message: s.message().to_string(),
+            });
         }
     };
 

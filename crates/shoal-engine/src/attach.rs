@@ -62,6 +62,8 @@ impl Engine {
             }
             self.connect_shim(&c.id).await?
         };
+        let auto_remove = entry.snapshot().host_config.is_some_and(|h| h.auto_remove);
+        drop(entry);
         let (mut rd, mut wr) = stream.into_split();
         let (ev_tx, ev_rx) = mpsc::channel(64);
         let (in_tx, mut in_rx) = mpsc::channel::<AttachInput>(64);
@@ -113,6 +115,15 @@ impl Engine {
             // Output ended: the shim is finishing. Report how the container ended.
             wait_not_running(state.clone(), None).await;
             let st = state.borrow().clone();
+            if auto_remove {
+                // `run --rm` returns once the container is gone, as docker's does: the
+                // state channel closes when the container is removed.
+                let mut rx = state;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+                    while rx.changed().await.is_ok() {}
+                })
+                .await;
+            }
             let _ = ev_tx
                 .send(AttachEvent::Exit {
                     code: st.exit_code,

@@ -107,7 +107,8 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     }
     // Supplementary groups: every group listing the user by name (docker's behaviour), but
     // only when no explicit group was asked for.
-    let mut additional_gids = Vec::new();
+    // The primary group is listed too, as docker does (so `id` shows it under groups=).
+    let mut additional_gids = vec![gid];
     if let (Some(e), None) = (entry, group) {
         for g in &groups {
             if g.members.contains(&e.name) && g.gid != gid && !additional_gids.contains(&g.gid) {
@@ -152,14 +153,14 @@ mod tests {
             ResolvedUser {
                 uid: 0,
                 gid: 0,
-                additional_gids: vec![],
+                additional_gids: vec![0],
                 home: "/root".into()
             }
         );
         let shoal = r("shoal").unwrap();
         assert_eq!(
             (shoal.uid, shoal.gid, shoal.additional_gids.clone()),
-            (1000, 1000, vec![2000])
+            (1000, 1000, vec![1000, 2000])
         );
         assert_eq!(shoal.home, "/home/shoal");
         assert_eq!(r("1000:extra").unwrap().gid, 2000);
