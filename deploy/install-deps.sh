@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shoal needs to build, run and test. Idempotent: only missing
+# packages are installed. Needs root.
+set -euo pipefail
+
+packages=(
+  busybox-static   # the test image and the quickstart's demo image are built from it
+  iproute2         # ip, for network namespaces in tests
+  nftables         # nft, for inspecting shoal's rules in tests
+  procps           # ps, used by `shoal-runc ps`
+  gcc libc6-dev    # zstd-sys compiles a little C
+  ca-certificates
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup, then re-run" >&2
+  exit 1
+fi

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Sets shoal up on this host and runs the main job: installs what is needed, builds shoal,
+# starts shoald, loads a busybox image and runs containers from it. Safe to re-run.
+# Needs root. Environment: SHOAL_DATA_ROOT (default /var/lib/shoal), SHOAL_EXEC_ROOT
+# (default /run/shoal).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+if [ "$(id -u)" != 0 ]; then
+  echo "shoald creates namespaces, mounts and cgroups: run as root (sudo $0)" >&2
+  exit 1
+fi
+deploy/install-deps.sh
+
+echo "==> building shoal (release)"
+cargo build --release --workspace --bins --locked
+bin="$repo/target/release"
+export PATH="$bin:$PATH"
+
+data_root=${SHOAL_DATA_ROOT:-/var/lib/shoal}
+exec_root=${SHOAL_EXEC_ROOT:-/run/shoal}
+socket="$exec_root/shoald.sock"
+export SHOAL_HOST="unix://$socket"
+
+if shoal version >/dev/null 2>&1; then
+  echo "==> shoald is already running on $socket"
+else
+  echo "==> starting shoald (log: $data_root/shoald.log)"
+  mkdir -p "$data_root"
+  setsid "$bin/shoald" --data-root "$data_root" --exec-root "$exec_root" --socket "$socket" \
+    >>"$data_root/shoald.log" 2>&1 < /dev/null &
+  for _ in $(seq 100); do
+    shoal version >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  shoal version >/dev/null || { echo "shoald did not start; see $data_root/shoald.log" >&2; exit 1; }
+fi
+
+echo "==> loading the busybox image (built from Debian's busybox-static)"
+image="$data_root/busybox-image.tar"
+"$bin/shoal-testkit" busybox-image -o "$image"
+shoal image load -i "$image"
+shoal images
+
+echo "==> running a container"
+shoal run --rm busybox sh -c 'echo "hello from container $(hostname), running as PID $$"'
+
+echo "==> a container in the background"
+shoal rm -f demo >/dev/null 2>&1 || true
+shoal run -d --name demo --memory 64m --cpus 0.5 busybox \
+  sh -c 'while true; do echo "demo alive at $(date)"; sleep 2; done'
+sleep 3
+shoal ps
+shoal logs --tail 2 demo
+
+cat <<EOT
+
+shoal is running. Try:
+  export PATH=$bin:\$PATH SHOAL_HOST=$SHOAL_HOST
+  shoal run -it --rm busybox sh       # an interactive shell
+  shoal logs -f demo                  # follow the demo container
+  shoal stop demo && shoal rm demo    # clean up
+Stop the daemon with: kill \$(cat $data_root/shoald.pid)  (containers keep running under their supervisors)
+EOT
