@@ -118,7 +118,6 @@ fn setup(args: &InitArgs<'_>, sync: &SyncSocket) -> Result<ExecPlan> {
     if let Some(slave) = &pty {
         console::attach_slave(slave)?;
     }
-    rootfs::finish(spec)?;
 
     if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
@@ -132,6 +131,8 @@ fn setup(args: &InitArgs<'_>, sync: &SyncSocket) -> Result<ExecPlan> {
     if let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) {
         sysctl::apply(sysctls)?;
     }
+    // Sysctls go in before /proc/sys becomes read-only.
+    rootfs::finish(spec)?;
     finalize(process)
 }
 

@@ -544,3 +544,90 @@ fn spec_and_features() {
     assert_eq!(features["linux"]["cgroup"]["v1"], true);
     assert_eq!(features["linux"]["cgroup"]["v2"], true);
 }
+
+#[test]
+fn bind_mounts_sysctl_oom_score_no_new_privs_and_ambient_caps() {
+    let host_dir = tempfile::Builder::new()
+        .prefix("shoal-rt-bind-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(host_dir.path().join("from-host"), "host data\n").unwrap();
+    let caps = json!(["CAP_NET_BIND_SERVICE", "CAP_KILL"]);
+    let f = Fixture::new(json!({
+        "process": {
+            "args": ["sh", "-c", "cat /data/from-host; touch /data/x 2>/dev/null && echo rw || echo ro; \
+                      cat /proc/sys/net/ipv4/ip_forward; cat /proc/self/oom_score_adj; \
+                      grep -E '^(NoNewPrivs|CapAmb)' /proc/self/status"],
+            "user": {"uid": 1000, "gid": 1000},
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": ["CAP_NET_BIND_SERVICE"]},
+            "noNewPrivileges": true,
+            "oomScoreAdj": 500
+        },
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+            {"destination": "/data", "type": "bind", "source": host_dir.path(), "options": ["rbind", "ro", "rprivate"]}
+        ],
+        "linux": {"sysctl": {"net.ipv4.ip_forward": "1"}}
+    }));
+    let forward_before = host_ip_forward();
+    let (code, out, err) = f.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "host data\nro\n1\n500\nCapAmb:\t0000000000000400\nNoNewPrivs:\t1\n"
+    );
+    assert!(!host_dir.path().join("x").exists());
+    assert_eq!(
+        host_ip_forward(),
+        forward_before,
+        "the sysctl changed only the container's namespace"
+    );
+}
+
+fn host_ip_forward() -> String {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn sysctls_outside_the_containers_namespaces_are_refused() {
+    let f = Fixture::new(json!({"linux": {"sysctl": {"kernel.panic": "1"}}}));
+    let out = f.runc(&["create", "--bundle", f.bundle().to_str().unwrap(), &f.id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not namespaced"));
+    let g = Fixture::new(json!({
+        "linux": {"sysctl": {"net.ipv4.ip_forward": "1"}, "namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]}
+    }));
+    let out = g.runc(&["create", "--bundle", g.bundle().to_str().unwrap(), &g.id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("own net namespace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn stats_come_from_the_cgroup() {
+    let f = Fixture::new(json!({
+        "process": {"args": ["sh", "-c", "sleep 1000 & sleep 1000"]},
+        "linux": {"resources": {"memory": {"limit": 67108864}, "pids": {"limit": 50}}}
+    }));
+    f.create();
+    f.ok(&["start", &f.id]);
+    wait_until("both sleeps run", Duration::from_secs(5), || {
+        serde_json::from_str::<Vec<i32>>(&f.ok(&["ps", "--format", "json", &f.id]))
+            .unwrap()
+            .len()
+            == 2
+    });
+    let rt = shoal_runtime::Runtime::new(&f.root);
+    let stats = rt.load(&f.id).unwrap().stats().unwrap();
+    assert!(stats.memory_usage > 0);
+    assert_eq!(stats.memory_limit, Some(67108864));
+    assert_eq!(stats.pids_current, 2);
+    assert_eq!(stats.pids_limit, Some(50));
+    assert_eq!(stats.oom_kills, 0);
+}

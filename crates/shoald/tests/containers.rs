@@ -521,3 +521,62 @@ fn ps_inspect_and_filters() {
     );
     assert_eq!(c2["State"]["Running"], true);
 }
+
+#[test]
+fn network_none_and_host() {
+    let d = daemon();
+    let (_, none, _) = run_out(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /sys/class/net; cat /sys/class/net/lo/operstate",
+        ],
+    );
+    assert_eq!(none, "lo\nunknown\n", "none: only loopback, and it is up");
+    let host_links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let (_, host, _) = run_out(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "busybox",
+            "ls",
+            "/sys/class/net",
+        ],
+    );
+    let mut seen: Vec<&str> = host.lines().collect();
+    let mut want: Vec<&str> = host_links.iter().map(String::as_str).collect();
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want, "host: the host's interfaces");
+    let (_, hostname, _) = run_out(
+        &d,
+        &["run", "--rm", "--network", "host", "busybox", "hostname"],
+    );
+    assert_eq!(
+        hostname.trim(),
+        nix::unistd::gethostname().unwrap().to_string_lossy(),
+        "host network keeps the host name"
+    );
+}
+
+#[test]
+fn image_stop_signal_is_honoured() {
+    let d = daemon();
+    let img = shoal_testkit::busybox_image_with(serde_json::json!({"StopSignal": "SIGUSR2", "Cmd": ["sh", "-c", "trap 'exit 12' USR2; while true; do sleep 0.1; done"]}), "stopsig:1").unwrap();
+    d.ok(&["load", "-i", img.to_str().unwrap()]);
+    d.ok(&["run", "-d", "--name", "sig", "stopsig:1"]);
+    assert_eq!(inspect(&d, "sig")["Config"]["StopSignal"], "SIGUSR2");
+    std::thread::sleep(Duration::from_millis(300));
+    d.ok(&["stop", "sig"]);
+    assert_eq!(inspect(&d, "sig")["State"]["ExitCode"], 12);
+}
