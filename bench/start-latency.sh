@@ -132,18 +132,18 @@ stop_pid() { # pid [seconds]: SIGTERM, wait, then SIGKILL
 }
 
 cleanup() {
-    local rc=$? ids pid m p d
+    local rc=$? ids=() pid m p d
     trap - EXIT INT TERM
     set +e
     log "cleaning up $T"
     if [[ -n $SHOALD_PID ]]; then
-        ids=$(timeout 20 "$BIN/shoal" "${SH[@]}" ps -aq 2>/dev/null)
-        [[ -n $ids ]] && timeout 60 "$BIN/shoal" "${SH[@]}" rm -f $ids >/dev/null 2>&1
+        mapfile -t ids < <(timeout 20 "$BIN/shoal" "${SH[@]}" ps -aq 2>/dev/null)
+        ((${#ids[@]})) && timeout 60 "$BIN/shoal" "${SH[@]}" rm -f "${ids[@]}" >/dev/null 2>&1
         stop_pid "$SHOALD_PID" 20
     fi
     if [[ -n $DOCKERD_PID ]]; then
-        ids=$(timeout 20 "$DOCKER" "${DK[@]}" ps -aq 2>/dev/null)
-        [[ -n $ids ]] && timeout 60 "$DOCKER" "${DK[@]}" rm -f $ids >/dev/null 2>&1
+        mapfile -t ids < <(timeout 20 "$DOCKER" "${DK[@]}" ps -aq 2>/dev/null)
+        ((${#ids[@]})) && timeout 60 "$DOCKER" "${DK[@]}" rm -f "${ids[@]}" >/dev/null 2>&1
         stop_pid "$DOCKERD_PID" 30
     fi
     # runtime state left by an interrupted `run` of the runtime comparison
@@ -154,9 +154,9 @@ cleanup() {
     sleep 0.5
     for pid in $(pids_under_t); do kill -KILL "$pid" 2>/dev/null; done
     # mounts under $T, deepest first
-    for m in $(awk -v t="$T/" 'index($2, t) == 1 { print length($2), $2 }' /proc/mounts | sort -rn | cut -d' ' -f2); do
+    while IFS= read -r m; do
         umount -l "$m" 2>/dev/null || echo "WARNING: could not unmount $m" >&2
-    done
+    done < <(awk -v t="$T/" 'index($2, t) == 1 { print length($2), $2 }' /proc/mounts | sort -rn | cut -d' ' -f2)
     for d in /sys/fs/cgroup/*/"$CGROUP_PARENT"; do remove_cgroup_tree "$d"; done
     for d in /sys/fs/cgroup/*/docker; do
         [[ -n ${PREEXISTING[$d]:-} ]] || remove_cgroup_tree "$d"
@@ -196,6 +196,7 @@ wait_for() { # seconds description command...: poll until the command succeeds
         "$@" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
+    echo "$what did not answer within $secs s" >&2
     return 1
 }
 
@@ -217,6 +218,7 @@ kib_to_mib() { python3 -c "import sys; print(f'{int(sys.argv[1]) / 1024:.1f}')" 
 HF=(hyperfine --shell=none --style basic)
 
 # ---------------------------------------------------------------- setup
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
 log "work dir $T, binaries from $BIN"
 TMPDIR=$T "$BIN/shoal-testkit" busybox-image -o "$T/busybox.tar"
 rm -rf "$T/shoal-testkit" # the test kit's archive cache
@@ -266,7 +268,7 @@ json.dump(spec, open(path, "w"), indent=2)
 EOF
 
 # ---------------------------------------------------------------- 1. shoal run vs docker run
-log "1. shoal run --rm vs docker run --rm ($RUNS runs, $WARMUP warmups)"
+log "1. shoal run --rm$( ((HAVE_DOCKER)) && echo " vs docker run --rm") ($RUNS runs, $WARMUP warmups)"
 cmds=(-n "shoal run --rm" "$BIN/shoal -H unix://$T/s.sock run --rm --network none busybox true")
 ((HAVE_DOCKER)) && cmds+=(-n "docker run --rm" "$DOCKER -H unix://$T/docker.sock run --rm --network none busybox true")
 "${HF[@]}" --warmup "$WARMUP" --runs "$RUNS" --export-json "$T/run.json" "${cmds[@]}"
@@ -276,7 +278,7 @@ left=$("$BIN/shoal" "${SH[@]}" ps -aq | wc -l)
 ((left == 0)) || log "NOTE: $left shoal containers still listed after the --rm runs (auto-remove is asynchronous)"
 
 # ---------------------------------------------------------------- 2. shoal-runc vs runc
-log "2. shoal-runc run vs runc run on the same bundle ($RUNC_RUNS runs)"
+log "2. shoal-runc run$([[ -n $RUNC ]] && echo " vs runc run") on one OCI bundle ($RUNC_RUNS runs, $WARMUP warmups)"
 cmds=(-n "shoal-runc run" "$BIN/shoal-runc --root $T/shoal-runc-state run -b $T/bundle bench-shoal-runc")
 [[ -n $RUNC ]] && cmds+=(-n "runc run" "$RUNC --root $T/runc-state run -b $T/bundle bench-runc")
 "${HF[@]}" --warmup "$WARMUP" --runs "$RUNC_RUNS" --export-json "$T/runtime.json" "${cmds[@]}"
@@ -303,10 +305,10 @@ fi
 # ---------------------------------------------------------------- summary
 {
     echo
-    echo "start latency, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Linux $(uname -r)"
+    echo "start latency, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Linux $(uname -r), load average at start $LOAD_AT_START"
     echo "shoal $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') from $BIN"
     ((HAVE_DOCKER)) && echo "docker $("$DOCKER" "${DK[@]}" version --format '{{.Server.Version}}' 2>/dev/null) (client $DOCKER), containerd $(containerd --version 2>/dev/null | awk '{print $3}')"
-    [[ -n $RUNC ]] && echo "$("$RUNC" --version | head -1)"
+    [[ -n $RUNC ]] && "$RUNC" --version | sed -n 1p
     echo
     if ((HAVE_DOCKER)); then
         printf '%-18s median %6.1f ms   %-18s median %6.1f ms   ratio %s (goal <= 0.20)\n' \
