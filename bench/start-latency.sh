@@ -45,12 +45,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # ---------------------------------------------------------------- binaries
 if [[ -n ${SHOAL_BIN_DIR:-} ]]; then
     BIN=$(cd "$SHOAL_BIN_DIR" && pwd)
+    BUILT_FROM="prebuilt (SHOAL_BIN_DIR), shoald built $(date -u -r "$BIN/shoald" +%Y-%m-%dT%H:%MZ)"
 else
     target=${CARGO_TARGET_DIR:-target}
     [[ $target == /* ]] || target=$REPO/$target
+    command -v cargo >/dev/null ||
+        die "cargo not found in PATH (sudo resets PATH): build with 'cargo build --release --workspace --bins' and run 'sudo SHOAL_BIN_DIR=\$PWD/target/release $0'"
     log "building release binaries into $target (set SHOAL_BIN_DIR to skip)"
     (cd "$REPO" && CARGO_TARGET_DIR=$target cargo build --release --workspace --bins)
     BIN=$target/release
+    BUILT_FROM="built by this script from $(git -C "$REPO" describe --always --dirty 2>/dev/null || echo 'a non-git tree')"
 fi
 for b in shoald shoal shoal-runc shoal-shim shoal-testkit; do
     [[ -x $BIN/$b ]] || die "$BIN/$b not found: build with 'cargo build --release --workspace --bins' or set SHOAL_BIN_DIR"
@@ -101,11 +105,12 @@ pids_under_t() {
     done
 }
 
-# Kill every process in a cgroup tree, then remove its directories deepest first.
+# Remove a cgroup tree deepest first; with "kill", first kill every process left in it.
 remove_cgroup_tree() {
-    local root=$1 dir pid i
+    local root=$1 mode=${2:-} dir pid i
     [[ -d $root ]] || return 0
     for i in 1 2 3 4 5; do
+        [[ $mode == kill ]] || break
         local left=0
         while IFS= read -r dir; do
             while IFS= read -r pid; do
@@ -157,8 +162,8 @@ cleanup() {
     while IFS= read -r m; do
         umount -l "$m" 2>/dev/null || echo "WARNING: could not unmount $m" >&2
     done < <(awk -v t="$T/" 'index($2, t) == 1 { print length($2), $2 }' /proc/mounts | sort -rn | cut -d' ' -f2)
-    for d in /sys/fs/cgroup/*/"$CGROUP_PARENT"; do remove_cgroup_tree "$d"; done
-    for d in /sys/fs/cgroup/*/docker; do
+    for d in /sys/fs/cgroup/*/"$CGROUP_PARENT"; do remove_cgroup_tree "$d" kill; done
+    for d in /sys/fs/cgroup/*/docker; do # only empty ones: never kill another dockerd's containers
         [[ -n ${PREEXISTING[$d]:-} ]] || remove_cgroup_tree "$d"
     done
     for p in "${HOST_PATHS[@]}"; do # files first, then directories (if empty)
@@ -306,7 +311,7 @@ fi
 {
     echo
     echo "start latency, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, Linux $(uname -r), load average at start $LOAD_AT_START"
-    echo "shoal $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?') from $BIN"
+    echo "shoal binaries in $BIN, $BUILT_FROM"
     ((HAVE_DOCKER)) && echo "docker $("$DOCKER" "${DK[@]}" version --format '{{.Server.Version}}' 2>/dev/null) (client $DOCKER), containerd $(containerd --version 2>/dev/null | awk '{print $3}')"
     [[ -n $RUNC ]] && "$RUNC" --version | sed -n 1p
     echo
