@@ -51,10 +51,7 @@ impl Engine {
                 .ok_or_else(|| Error::Internal("no attach stream".into()))?
         } else {
             let c = entry.snapshot();
-            if !matches!(
-                c.status(),
-                shoal_api::ContainerStatus::Running | shoal_api::ContainerStatus::Paused
-            ) {
+            if !crate::lifecycle::is_running(c.status()) {
                 return Err(Error::Conflict(format!(
                     "cannot attach to stopped container {}: start it first",
                     c.name

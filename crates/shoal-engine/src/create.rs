@@ -199,6 +199,10 @@ fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result
             "minimum memory limit allowed is 6MB".into(),
         ));
     }
+    if host.memory > 0 && !crate::spec::swap_supported() {
+        warnings
+            .push("the kernel does not support swap limits: memory is limited without swap".into());
+    }
     if host.memory < 0 {
         return Err(Error::InvalidArgument(
             "memory limit cannot be negative".into(),
@@ -220,7 +224,6 @@ fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result
             "pids limit must be -1 (unlimited) or more".into(),
         ));
     }
-    let _ = warnings;
     Ok(())
 }
 

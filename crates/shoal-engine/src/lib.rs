@@ -88,7 +88,11 @@ impl Engine {
             cfg.runtime_root(),
             cfg.exec_root.join("c"),
         ] {
+            // Container root filesystems (setuid binaries, device nodes of images) and shim
+            // sockets are for root only.
             std::fs::create_dir_all(&d).ctx(|| format!("create {}", d.display()))?;
+            std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .ctx(|| format!("restrict {}", d.display()))?;
         }
         let image_root = cfg.image_root();
         let images = tokio::task::spawn_blocking(move || ImageStore::open(&image_root))
@@ -207,10 +211,12 @@ impl Engine {
             f(&mut rec);
             rec.clone()
         };
-        self.persist(&snapshot)?;
+        // Publish even if saving fails: waiters must see what really happened; the error
+        // still reaches the caller.
         entry
             .state
             .send_replace(snapshot.state.clone().unwrap_or_default());
+        self.persist(&snapshot)?;
         Ok(snapshot)
     }
 

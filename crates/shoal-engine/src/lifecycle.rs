@@ -19,7 +19,7 @@ use crate::{user, Engine, Entry};
 
 const DEFAULT_STOP_TIMEOUT: i32 = 10;
 
-fn is_running(s: ContainerStatus) -> bool {
+pub(crate) fn is_running(s: ContainerStatus) -> bool {
     matches!(
         s,
         ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
@@ -114,7 +114,7 @@ impl Engine {
             hostname: &hostname,
             etc_dir: &dirs.etc,
             cgroup_path: format!("/{}/{}", cfg.cgroup_parent.trim_matches('/'), id),
-            swap_supported: swap_supported(),
+            swap_supported: spec::swap_supported(),
         });
         let shim_dir = cfg.shim_dir(id);
         std::fs::create_dir_all(&shim_dir).ctx(|| format!("create {}", shim_dir.display()))?;
@@ -157,7 +157,17 @@ impl Engine {
                 message: e.to_string(),
             });
         }
-        self.update(entry, |r| {
+        // Mark it running, then watch the shim (finalize only acts on a running container).
+        // A failure to save the record is logged, not returned: the container runs and must
+        // stay supervised.
+        self.update_running(entry, &info);
+        self.spawn_monitor(entry.clone(), info);
+        tracing::info!(container_id = %id, pid = info.init_pid, "started container");
+        Ok(stream)
+    }
+
+    fn update_running(&self, entry: &Arc<Entry>, info: &ShimInfo) {
+        let saved = self.update(entry, |r| {
             r.state = Some(ContainerState {
                 status: ContainerStatus::Running as i32,
                 pid: info.init_pid,
@@ -166,10 +176,10 @@ impl Engine {
             });
             r.shim_pid = info.shim_pid;
             r.shim_start_time = info.shim_start_time;
-        })?;
-        tracing::info!(container_id = %id, pid = info.init_pid, "started container");
-        self.spawn_monitor(entry.clone(), info);
-        Ok(stream)
+        });
+        if let Err(e) = saved {
+            tracing::error!(container_id = %entry.id, error = %e, "saving the running container failed");
+        }
     }
 
     pub(crate) async fn connect_shim(&self, id: &str) -> Result<UnixStream> {
@@ -336,14 +346,7 @@ impl Engine {
     async fn runtime_signal(&self, id: &str, signal: Signal, all: bool) {
         let rt = self.inner.runtime.clone();
         let id = id.to_string();
-        let _ = tokio::task::spawn_blocking(move || {
-            let c = rt.load(&id)?;
-            if all && c.status() == shoal_runtime::Status::Paused {
-                let _ = shoal_runtime::cgroups::open(&c.state().cgroup).and_then(|g| g.thaw());
-            }
-            c.kill(signal, all)
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || rt.load(&id)?.kill(signal, all)).await;
     }
 
     /// Send a signal to the container's main process (docker kill; default SIGKILL).
@@ -460,6 +463,13 @@ async fn wait_process_exit(pid: i32, start_time: u64) {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+            return;
+        }
+        // No pidfd (old kernel, descriptor limit): poll instead of giving up on it.
+        while shim::shim_alive(pid, start_time) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         return;
     }
     // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
@@ -480,11 +490,6 @@ async fn wait_process_exit(pid: i32, start_time: u64) {
             }
         }
     }
-}
-
-fn swap_supported() -> bool {
-    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
-        || std::path::Path::new("/sys/fs/cgroup/memory.swap.max").exists()
 }
 
 /// The useful part of a supervisor's log: its panic message, or its last line.

@@ -63,13 +63,8 @@ impl Engine {
                 return;
             }
             loop {
-                let running = matches!(
-                    state.borrow().status(),
-                    shoal_api::ContainerStatus::Running
-                        | shoal_api::ContainerStatus::Paused
-                        | shoal_api::ContainerStatus::Restarting
-                        | shoal_api::ContainerStatus::Created
-                );
+                // Like docker, following a container that is not running returns at once.
+                let running = crate::lifecycle::is_running(state.borrow().status());
                 let p = path.clone();
                 let Ok((lines, end)) =
                     tokio::task::spawn_blocking(move || read_from(&p, offset, None)).await

@@ -43,9 +43,11 @@ pub async fn spawn(
     if tty {
         cmd.arg("--tty");
     }
-    let out = cmd
-        .output()
+    cmd.kill_on_drop(true);
+    // The launcher reports as soon as the runtime has created the container.
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.output())
         .await
+        .map_err(|_| Error::Internal("the container supervisor did not report within 60 s".into()))?
         .ctx(|| format!("run {}", cfg.shim.display()))?;
     let report = String::from_utf8_lossy(&out.stdout);
     let report = report.trim();

@@ -169,3 +169,10 @@ pub fn runtime_env(c: &Container, hostname: &str, user: &ResolvedUser) -> Vec<St
     }
     env
 }
+
+/// Can a swap limit be set (v1 swap accounting, or a v2 memory controller)?
+pub fn swap_supported() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists()
+        || std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "memory"))
+}

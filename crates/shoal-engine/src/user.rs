@@ -1,6 +1,7 @@
 //! Resolving `--user name[:group]` against the container's /etc/passwd and /etc/group, as
 //! docker does at start.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -26,9 +27,41 @@ struct GroupEntry {
     members: Vec<String>,
 }
 
-fn read_passwd(rootfs: &Path) -> Vec<PasswdEntry> {
-    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    text.lines()
+/// Largest passwd/group file read (docker limits these reads too).
+const MAX_DB_FILE: u64 = 1 << 20;
+
+/// Read a file of the image as the container would see it: symlinks resolved inside the
+/// rootfs, only a regular file, at most [`MAX_DB_FILE`] bytes. A missing or odd file reads as
+/// empty, as docker treats a missing /etc/passwd.
+fn read_in_root(rootfs: &Path, path: &str) -> Result<String> {
+    use std::io::Read;
+    let Ok(resolved) = shoal_runtime::paths::secure_join(rootfs, Path::new(path)) else {
+        return Ok(String::new());
+    };
+    match std::fs::symlink_metadata(&resolved) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(Error::InvalidArgument(format!(
+                "{path} in the image is not a regular file"
+            )))
+        }
+        Err(_) => return Ok(String::new()),
+    }
+    let mut text = String::new();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&resolved);
+    if let Ok(f) = file {
+        let _ = f.take(MAX_DB_FILE).read_to_string(&mut text);
+    }
+    Ok(text)
+}
+
+fn read_passwd(rootfs: &Path) -> Result<Vec<PasswdEntry>> {
+    let text = read_in_root(rootfs, "/etc/passwd")?;
+    Ok(text
+        .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 6 {
@@ -41,12 +74,13 @@ fn read_passwd(rootfs: &Path) -> Vec<PasswdEntry> {
                 home: f[5].to_string(),
             })
         })
-        .collect()
+        .collect())
 }
 
-fn read_group(rootfs: &Path) -> Vec<GroupEntry> {
-    let text = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-    text.lines()
+fn read_group(rootfs: &Path) -> Result<Vec<GroupEntry>> {
+    let text = read_in_root(rootfs, "/etc/group")?;
+    Ok(text
+        .lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             if f.len() < 3 {
@@ -66,7 +100,7 @@ fn read_group(rootfs: &Path) -> Vec<GroupEntry> {
                     .unwrap_or_default(),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// `spec` is `user`, `uid`, `user:group`, `uid:gid` or empty (root).
@@ -75,8 +109,8 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = read_passwd(rootfs);
-    let groups = read_group(rootfs);
+    let passwd = read_passwd(rootfs)?;
+    let groups = read_group(rootfs)?;
     let user = if user.is_empty() { "0" } else { user };
     let entry = match user.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|e| e.uid == uid),
@@ -171,5 +205,24 @@ mod tests {
             .to_string()
             .contains("unable to find user nobody-here"));
         assert!(r("shoal:nogroup").is_err());
+    }
+
+    #[test]
+    fn image_files_are_read_inside_the_rootfs_only() {
+        let d = rootfs();
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        // An absolute symlink resolves inside the rootfs, never to the host's file.
+        std::os::unix::fs::symlink("/etc/hostname", d.path().join("etc/passwd")).unwrap();
+        let err = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(err.contains("unable to find user root"), "{err}");
+        // A FIFO is refused instead of blocking the daemon.
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        nix::unistd::mkfifo(
+            &d.path().join("etc/passwd"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        let err = resolve(d.path(), "root").unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 
 use crate::error::{Context, Error, Result};
+use crate::paths::secure_join;
 
 nix::ioctl_write_ptr_bad!(tiocsptlck, libc::TIOCSPTLCK, libc::c_int);
 nix::ioctl_read_bad!(tiocgptn, libc::TIOCGPTN, libc::c_uint);
@@ -47,12 +48,12 @@ pub fn open_pty(ptmx: &Path) -> Result<Pty> {
 /// Open a new pty from `<rootfs>/dev/pts/ptmx` (before pivot_root) and bind its slave over
 /// `<rootfs>/dev/console`.
 pub fn create_pty(rootfs: &Path) -> Result<Pty> {
-    let pty = open_pty(&rootfs.join("dev/pts/ptmx"))?;
-    let console = rootfs.join("dev/console");
+    let pty = open_pty(&secure_join(rootfs, Path::new("/dev/pts/ptmx"))?)?;
+    let console = secure_join(rootfs, Path::new("/dev/console"))?;
     if !console.exists() {
         File::create(&console).ctx(|| format!("create {}", console.display()))?;
     }
-    let host_slave = rootfs.join(pty.slave_path.strip_prefix("/").unwrap_or(&pty.slave_path));
+    let host_slave = secure_join(rootfs, &pty.slave_path)?;
     mount(
         Some(host_slave.as_path()),
         &console,

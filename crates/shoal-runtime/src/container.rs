@@ -174,47 +174,32 @@ impl Container {
     pub fn kill(&self, signal: Signal, all: bool) -> Result<()> {
         self.guard(Status::can_kill, "signal it (it is not running)")?;
         if all {
-            for pid in cgroups::open(&self.state.cgroup)?.pids()? {
-                let _ = kill(Pid::from_raw(pid), signal);
-            }
-            return Ok(());
+            return signal_all(cgroups::open(&self.state.cgroup)?.as_ref(), signal);
         }
         kill(Pid::from_raw(self.state.pid), signal).ctx(|| format!("signal {signal} to init"))
     }
 
-    /// Remove the container: its cgroup and state. `force` kills it first if needed.
+    /// Remove the container: its cgroup and state. A running or paused container needs
+    /// `force` and is killed first; a created one (nothing ran yet) does not, as with runc.
     pub fn delete(self, force: bool) -> Result<()> {
         let status = self.status();
-        // A created container has not run anything yet: deleting it needs no force (runc).
-        if !status.can_delete() {
-            if !force && status != Status::Created {
-                return Err(Error::BadState {
-                    id: self.state.id.clone(),
-                    status,
-                    action: "delete it (stop it first or use --force)",
-                });
-            }
-            let cgroup = cgroups::open(&self.state.cgroup)?;
-            if status == Status::Paused {
-                let _ = cgroup.thaw();
-            }
-            let _ = kill(Pid::from_raw(self.state.pid), Signal::SIGKILL);
-            for pid in cgroup.pids().unwrap_or_default() {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
+        let must_kill = !status.can_delete();
+        if must_kill && !force && status != Status::Created {
+            return Err(Error::BadState {
+                id: self.state.id.clone(),
+                status,
+                action: "delete it (stop it first or use --force)",
+            });
         }
-        self.wait_cgroup_empty(Duration::from_secs(10))?;
-        cgroups::open(&self.state.cgroup)?.destroy()?;
-        fs::remove_dir_all(&self.dir).ctx(|| format!("remove {}", self.dir.display()))
-    }
-
-    fn wait_cgroup_empty(&self, timeout: Duration) -> Result<()> {
         let cgroup = cgroups::open(&self.state.cgroup)?;
-        let deadline = Instant::now() + timeout;
+        if must_kill {
+            let _ = kill(Pid::from_raw(self.state.pid), Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let pids = cgroup.pids()?;
             if pids.is_empty() {
-                return Ok(());
+                break;
             }
             if Instant::now() > deadline {
                 return Err(Error::cgroup(
@@ -222,8 +207,14 @@ impl Container {
                     format!("processes {pids:?} are still running"),
                 ));
             }
+            // Kill again each round: a process may have forked while we were killing.
+            if must_kill {
+                signal_all(cgroup.as_ref(), Signal::SIGKILL)?;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
+        cgroup.destroy()?;
+        fs::remove_dir_all(&self.dir).ctx(|| format!("remove {}", self.dir.display()))
     }
 
     pub fn pause(&mut self) -> Result<()> {
@@ -256,6 +247,20 @@ impl Container {
         let data = serde_json::to_vec(&self.state).expect("serialise state");
         sys::write_atomic(&self.dir.join(STATE_FILE), &data)
     }
+}
+
+/// Signal every process of a cgroup. The cgroup is frozen meanwhile (when it can be) so no
+/// process forks past the list, then thawed so the signal is delivered (as runc does).
+fn signal_all(cgroup: &dyn cgroups::CgroupManager, signal: Signal) -> Result<()> {
+    let was_frozen = cgroup.is_frozen().unwrap_or(false);
+    let froze = !was_frozen && cgroup.freeze().is_ok();
+    for pid in cgroup.pids()? {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+    if froze || (was_frozen && signal == Signal::SIGKILL) {
+        cgroup.thaw()?;
+    }
+    Ok(())
 }
 
 /// Ids of all containers under a runtime root.

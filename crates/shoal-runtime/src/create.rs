@@ -40,7 +40,7 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
-    pub preserve_fds: i32,
+    pub preserve_fds: u32,
 }
 
 /// `console`: an already connected console socket (used by `run` to proxy a terminal
@@ -194,6 +194,13 @@ fn spawn(
 
     cgroup.create()?;
     undo.cgroup_created = true;
+    // Record which cgroup directories exist now, so a `delete` after a crash mid-create
+    // removes them too.
+    state.cgroup = cgroup.config();
+    sys::write_atomic(
+        &dir.join(STATE_FILE),
+        &serde_json::to_vec(&state).expect("serialise state"),
+    )?;
     let cgroup_config = cgroup.config();
     let args = InitArgs {
         spec,

@@ -127,16 +127,16 @@ fn make_node(
 
 pub fn create_symlinks(rootfs: &Path) -> Result<()> {
     let mut links = vec![
-        ("/proc/self/fd", "dev/fd"),
-        ("/proc/self/fd/0", "dev/stdin"),
-        ("/proc/self/fd/1", "dev/stdout"),
-        ("/proc/self/fd/2", "dev/stderr"),
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
     ];
     if Path::new("/proc/kcore").exists() {
-        links.push(("/proc/kcore", "dev/core"));
+        links.push(("/proc/kcore", "/dev/core"));
     }
     for (target, link) in links {
-        let path = rootfs.join(link);
+        let path = secure_join(rootfs, Path::new(link))?;
         match symlink(target, &path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -148,7 +148,7 @@ pub fn create_symlinks(rootfs: &Path) -> Result<()> {
 
 /// /dev/ptmx must be the devpts instance's ptmx so ptys come from the container's devpts.
 pub fn setup_ptmx(rootfs: &Path) -> Result<()> {
-    let ptmx = rootfs.join("dev/ptmx");
+    let ptmx = secure_join(rootfs, Path::new("/dev/ptmx"))?;
     match fs::remove_file(&ptmx) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

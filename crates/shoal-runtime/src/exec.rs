@@ -25,12 +25,12 @@ pub struct ExecOptions {
     pub process: Option<Process>,
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
-    pub preserve_fds: i32,
+    pub preserve_fds: u32,
 }
 
 /// Start `opts.process` in the container; returns the new process's host PID. The process
 /// is a child of the caller, which may wait for it.
-pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
+pub fn exec(container: &Container, opts: &ExecOptions, console: Option<UnixStream>) -> Result<i32> {
     let status = container.status();
     if !status.can_exec() {
         return Err(Error::BadState {
@@ -86,6 +86,7 @@ pub fn exec(container: &Container, opts: &ExecOptions) -> Result<i32> {
     }
     sort_joins(&mut plan.join);
     let console = match (process.terminal() == Some(true), &opts.console_socket) {
+        (true, _) if console.is_some() => console,
         (true, Some(path)) => Some(
             UnixStream::connect(path)
                 .ctx(|| format!("connect to console socket {}", path.display()))?,
@@ -129,7 +130,7 @@ fn sort_joins(join: &mut [JoinNs]) {
     });
 }
 
-fn exec_child(process: &Process, console: Option<i32>, preserve_fds: i32, sock: &SyncSocket) -> ! {
+fn exec_child(process: &Process, console: Option<i32>, preserve_fds: u32, sock: &SyncSocket) -> ! {
     let result = (|| -> Result<process::ExecPlan> {
         sock.expect(Msg::Go, "waiting for the runtime")?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;

@@ -30,7 +30,7 @@ pub(crate) struct InitArgs<'a> {
     /// Connected console socket when the process wants a terminal.
     pub console: Option<RawFd>,
     pub no_pivot: bool,
-    pub preserve_fds: i32,
+    pub preserve_fds: u32,
 }
 
 /// Entry point in the cloned child. Never returns.

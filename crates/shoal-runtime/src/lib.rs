@@ -25,7 +25,7 @@ pub mod features;
 mod init;
 mod mountopt;
 mod namespaces;
-mod paths;
+pub mod paths;
 pub mod process;
 mod rootfs;
 pub mod spec;
@@ -86,6 +86,16 @@ impl Runtime {
 
     /// Run a new process in a running container; returns its PID (a child of the caller).
     pub fn exec(&self, container: &Container, opts: &ExecOptions) -> Result<i32> {
-        exec::exec(container, opts)
+        exec::exec(container, opts, None)
+    }
+
+    /// Like [`Runtime::exec`], with an already connected console socket.
+    pub fn exec_with_console(
+        &self,
+        container: &Container,
+        opts: &ExecOptions,
+        console: UnixStream,
+    ) -> Result<i32> {
+        exec::exec(container, opts, Some(console))
     }
 }

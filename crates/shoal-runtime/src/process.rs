@@ -88,8 +88,8 @@ fn last_cap() -> u8 {
 /// Drop from the bounding set everything not in the spec. Needs CAP_SETPCAP, so it runs
 /// before the identity change.
 pub fn drop_bounding(caps: Option<&LinuxCapabilities>) -> Result<()> {
-    let Some(caps) = caps else { return Ok(()) };
-    let keep = cap_bits(caps.bounding());
+    // No capabilities in the spec means none at all (as runc), not "leave them alone".
+    let keep = caps.map_or(0, |c| cap_bits(c.bounding()));
     for i in 0..=last_cap() {
         if keep & (1 << i) == 0 {
             // SAFETY: prctl with integer arguments only.

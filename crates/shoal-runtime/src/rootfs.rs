@@ -65,7 +65,7 @@ pub fn prepare(ctx: &RootfsContext<'_>) -> Result<()> {
         let extra = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
         devices::create_devices(ctx.rootfs, &extra, ctx.in_new_userns)?;
         devices::create_symlinks(ctx.rootfs)?;
-        if ctx.rootfs.join("dev/pts/ptmx").exists() {
+        if secure_join(ctx.rootfs, Path::new("/dev/pts/ptmx"))?.exists() {
             devices::setup_ptmx(ctx.rootfs)?;
         }
     }
@@ -294,12 +294,13 @@ fn mount_cgroup(ctx: &RootfsContext<'_>, dest: &Path, opts: &MountOptions) -> Re
             )
             .ctx(|| format!("mount cgroup {data}"))?;
         } else {
-            let host = hierarchy.mount_point.join(rel);
-            let source = if host.is_dir() {
-                host
-            } else {
-                hierarchy.mount_point.clone()
-            };
+            let source = hierarchy.mount_point.join(rel);
+            if !source.is_dir() {
+                return Err(Error::cgroup(
+                    &source,
+                    "the container's cgroup is missing in this hierarchy",
+                ));
+            }
             mount(
                 Some(source.as_path()),
                 &target,

@@ -146,6 +146,9 @@ pub fn validate(path: &Path, spec: &Spec) -> Result<PathBuf> {
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
         return bad("hostname is set but there is no uts namespace".into());
     }
+    if spec.domainname().as_ref().is_some_and(|h| !h.is_empty()) && !has(LinuxNamespaceType::Uts) {
+        return bad("domainname is set but there is no uts namespace".into());
+    }
     let user_ns = has(LinuxNamespaceType::User);
     let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());

@@ -49,7 +49,8 @@ pub fn thread_count() -> usize {
 
 /// Mark every descriptor from `first` up close-on-exec, so nothing of the runtime leaks into
 /// the container process.
-pub fn cloexec_from(first: RawFd) -> io::Result<()> {
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    let first = RawFd::try_from(first).unwrap_or(RawFd::MAX);
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes descriptor flags of this process.
     let ret = unsafe {

@@ -686,3 +686,37 @@ fn run_with_a_terminal_proxies_it() {
     );
     assert_eq!(status.code(), Some(6));
 }
+
+#[test]
+fn dev_setup_never_writes_through_image_symlinks() {
+    let target = tempfile::Builder::new()
+        .prefix("shoal-rt-target-")
+        .tempdir()
+        .unwrap();
+    let f = Fixture::new(
+        json!({"process": {"args": ["sh", "-c", "ls /dev/null >/dev/null && echo ok"]}}),
+    );
+    let dev = f.bundle().join("rootfs/dev");
+    std::fs::remove_dir(&dev).unwrap();
+    std::os::unix::fs::symlink(target.path(), &dev).unwrap();
+    let (_, out, err) = f.run();
+    assert_eq!(out, "ok\n", "{err}");
+    let written: Vec<_> = std::fs::read_dir(target.path()).unwrap().collect();
+    assert!(
+        written.is_empty(),
+        "the host directory the image pointed /dev at was written: {written:?}"
+    );
+}
+
+#[test]
+fn a_spec_without_capabilities_gets_none() {
+    let f = Fixture::new(
+        json!({"process": {"args": ["sh", "-c", "grep -E '^Cap(Bnd|Eff|Prm)' /proc/self/status"], "capabilities": null}}),
+    );
+    let (code, out, err) = f.run();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+    );
+}

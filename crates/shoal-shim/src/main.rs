@@ -176,7 +176,10 @@ struct Shim {
     init_pid: i32,
     /// stdout and stderr pipes, or the pty master as stdout.
     outputs: [Option<File>; 2],
+    /// The container's stdin (non-blocking) and what is waiting to be written to it.
     stdin: Option<File>,
+    stdin_pending: Vec<u8>,
+    close_stdin_when_flushed: bool,
     tty: Option<RawFd>,
     listener: UnixListener,
     clients: Vec<Client>,
@@ -184,10 +187,21 @@ struct Shim {
     sigchld: OwnedFd,
 }
 
+/// An attached client. Everything is non-blocking: output waits in `queue` until the client
+/// can take it, so one slow client never stalls the container or the other clients.
 struct Client {
     stream: UnixStream,
     decoder: Decoder,
+    queue: Vec<u8>,
+    /// The client closed its sending side: no more input, but it still gets output.
+    input_closed: bool,
+    dead: bool,
 }
+
+/// Per-client output held back for a slow reader before the client is dropped.
+const CLIENT_QUEUE_LIMIT: usize = 8 << 20;
+/// Pending stdin above which clients' input is no longer read (back-pressure).
+const STDIN_PENDING_LIMIT: usize = 1 << 20;
 
 impl Shim {
     fn setup(args: &Args) -> Result<Shim, String> {
@@ -269,11 +283,16 @@ impl Shim {
         for f in outputs.iter().flatten() {
             set_nonblocking(f.as_raw_fd());
         }
+        if let Some(f) = &stdin {
+            set_nonblocking(f.as_raw_fd());
+        }
         Ok(Shim {
             state_dir: args.state_dir.clone(),
             init_pid,
             outputs,
             stdin,
+            stdin_pending: Vec::new(),
+            close_stdin_when_flushed: false,
             tty,
             listener,
             clients: Vec::new(),
@@ -286,28 +305,42 @@ impl Shim {
         let mut exit_status: Option<i32> = None;
         let mut drain_deadline: Option<Instant> = None;
         loop {
-            if self.outputs.iter().all(Option::is_none) && exit_status.is_some() {
+            let outputs_done = self.outputs.iter().all(Option::is_none);
+            let clients_flushed = self.clients.iter().all(|c| c.queue.is_empty());
+            if exit_status.is_some() && outputs_done && clients_flushed {
                 break;
             }
-            if let (Some(d), Some(_)) = (drain_deadline, exit_status) {
-                // Orphans that kept our pipes open do not hold the container's exit hostage.
-                if Instant::now() > d {
-                    break;
-                }
+            // Orphans that keep our pipes open, or clients that stopped reading, do not hold
+            // the container's exit hostage.
+            if drain_deadline.is_some_and(|d| Instant::now() > d) {
+                break;
             }
-            let mut fds: Vec<libc::pollfd> = Vec::new();
-            let pfd = |fd: RawFd| libc::pollfd {
+            let read_input = self.stdin_pending.len() < STDIN_PENDING_LIMIT;
+            let mut fds: Vec<libc::pollfd> = Vec::with_capacity(5 + self.clients.len());
+            let pfd = |fd: RawFd, events: libc::c_short| libc::pollfd {
                 fd,
-                events: libc::POLLIN,
+                events,
                 revents: 0,
             };
-            fds.push(pfd(self.sigchld.as_raw_fd()));
-            fds.push(pfd(self.listener.as_raw_fd()));
+            fds.push(pfd(self.sigchld.as_raw_fd(), libc::POLLIN));
+            fds.push(pfd(self.listener.as_raw_fd(), libc::POLLIN));
             for o in &self.outputs {
-                fds.push(pfd(o.as_ref().map_or(-1, |f| f.as_raw_fd())));
+                fds.push(pfd(o.as_ref().map_or(-1, |f| f.as_raw_fd()), libc::POLLIN));
             }
+            let stdin_fd = match (&self.stdin, self.stdin_pending.is_empty()) {
+                (Some(f), false) => f.as_raw_fd(),
+                _ => -1,
+            };
+            fds.push(pfd(stdin_fd, libc::POLLOUT));
             for c in &self.clients {
-                fds.push(pfd(c.stream.as_raw_fd()));
+                let mut ev = 0;
+                if read_input && !c.input_closed {
+                    ev |= libc::POLLIN;
+                }
+                if !c.queue.is_empty() {
+                    ev |= libc::POLLOUT;
+                }
+                fds.push(pfd(c.stream.as_raw_fd(), ev));
             }
             let polled_clients = self.clients.len();
             let timeout = if exit_status.is_some() { 100 } else { -1 };
@@ -334,19 +367,23 @@ impl Shim {
                     self.read_output(stream);
                 }
             }
-            // Clients accepted above were not polled; their indices come after these.
-            let ready: Vec<usize> = (0..polled_clients)
-                .filter(|i| fds[4 + i].revents != 0)
-                .collect();
-            let mut dead = Vec::new();
-            for i in ready {
-                if !self.read_client(i) {
-                    dead.push(i);
+            if fds[4].revents != 0 {
+                self.flush_stdin();
+            }
+            // New clients from accept() come after the polled ones; nothing is removed from
+            // `clients` until the end of the iteration, so indices stay valid.
+            for i in 0..polled_clients {
+                let rev = fds[5 + i].revents;
+                if rev & libc::POLLOUT != 0 {
+                    self.clients[i].flush();
+                }
+                if rev & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+                    && !self.clients[i].input_closed
+                {
+                    self.read_client(i);
                 }
             }
-            for i in dead.into_iter().rev() {
-                self.clients.remove(i);
-            }
+            self.clients.retain(|c| !c.dead);
         }
         let _ = self.log.flush_partial();
         self.write_exit(exit_status.unwrap_or(0));
@@ -375,12 +412,15 @@ impl Shim {
 
     fn accept(&mut self) {
         while let Ok((stream, _)) = self.listener.accept() {
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-            self.clients.push(Client {
-                stream,
-                decoder: Decoder::default(),
-            });
+            if stream.set_nonblocking(true).is_ok() {
+                self.clients.push(Client {
+                    stream,
+                    decoder: Decoder::default(),
+                    queue: Vec::new(),
+                    input_closed: false,
+                    dead: false,
+                });
+            }
         }
     }
 
@@ -402,8 +442,14 @@ impl Shim {
                     frame::STDERR
                 };
                 let wire = frame::encode(kind, data);
-                self.clients
-                    .retain_mut(|c| c.stream.write_all(&wire).is_ok());
+                for c in self.clients.iter_mut().filter(|c| !c.dead) {
+                    c.queue.extend_from_slice(&wire);
+                    c.flush();
+                    if c.queue.len() > CLIENT_QUEUE_LIMIT {
+                        eprintln!("dropping an attach client that stopped reading");
+                        c.dead = true;
+                    }
+                }
             }
             Err(e)
                 if e.kind() == io::ErrorKind::WouldBlock
@@ -413,33 +459,41 @@ impl Shim {
         }
     }
 
-    /// Handle input from a client; false when it disconnected.
-    fn read_client(&mut self, i: usize) -> bool {
+    /// Input from a client: frames for stdin, resize, close.
+    fn read_client(&mut self, i: usize) {
         let mut buf = [0u8; 32 * 1024];
-        let n = match self.clients[i].stream.read(&mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        self.clients[i].decoder.feed(&buf[..n]);
-        loop {
-            match self.clients[i].decoder.next_frame() {
-                Ok(Some((kind, payload))) => self.handle_frame(kind, &payload),
-                Ok(None) => return true,
-                Err(_) => return false,
+        match self.clients[i].stream.read(&mut buf) {
+            Ok(0) => self.clients[i].input_closed = true,
+            Ok(n) => {
+                self.clients[i].decoder.feed(&buf[..n]);
+                loop {
+                    match self.clients[i].decoder.next_frame() {
+                        Ok(Some((kind, payload))) => self.handle_frame(kind, &payload),
+                        Ok(None) => break,
+                        Err(_) => {
+                            self.clients[i].dead = true;
+                            break;
+                        }
+                    }
+                }
             }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => self.clients[i].dead = true,
         }
     }
 
     fn handle_frame(&mut self, kind: u8, payload: &[u8]) {
         match kind {
-            frame::STDIN => {
-                if let Some(s) = self.stdin.as_mut() {
-                    if s.write_all(payload).is_err() {
-                        self.stdin = None;
-                    }
-                }
+            frame::STDIN if self.stdin.is_some() => {
+                self.stdin_pending.extend_from_slice(payload);
+                self.flush_stdin();
             }
-            frame::CLOSE_STDIN if self.tty.is_none() => self.stdin = None,
+            frame::CLOSE_STDIN if self.tty.is_none() => {
+                self.close_stdin_when_flushed = true;
+                self.flush_stdin();
+            }
             frame::RESIZE if payload.len() == 4 => {
                 if let Some(fd) = self.tty {
                     let ws = libc::winsize {
@@ -456,6 +510,32 @@ impl Shim {
         }
     }
 
+    /// Write what the container's stdin can take now; close it once drained if asked to.
+    fn flush_stdin(&mut self) {
+        let Some(f) = self.stdin.as_mut() else {
+            self.stdin_pending.clear();
+            return;
+        };
+        while !self.stdin_pending.is_empty() {
+            match f.write(&self.stdin_pending) {
+                Ok(n) => {
+                    self.stdin_pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // The container closed its stdin: input has nowhere to go.
+                Err(_) => {
+                    self.stdin = None;
+                    self.stdin_pending.clear();
+                    return;
+                }
+            }
+        }
+        if self.close_stdin_when_flushed {
+            self.stdin = None;
+        }
+    }
+
     fn write_exit(&self, status: i32) {
         let tmp = self.state_dir.join(".exit.tmp");
         let text = format!("{{\"status\":{status},\"time\":\"{}\"}}\n", now_rfc3339());
@@ -467,6 +547,30 @@ impl Shim {
             .and_then(|()| fs::rename(&tmp, self.state_dir.join("exit")));
         if let Err(e) = ok {
             eprintln!("write exit status: {e}");
+        }
+    }
+}
+
+impl Client {
+    /// Write as much of the queue as the socket takes now.
+    fn flush(&mut self) {
+        while !self.queue.is_empty() {
+            match self.stream.write(&self.queue) {
+                Ok(0) => {
+                    self.dead = true;
+                    return;
+                }
+                Ok(n) => {
+                    self.queue.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.dead = true;
+                    self.queue.clear();
+                    return;
+                }
+            }
         }
     }
 }

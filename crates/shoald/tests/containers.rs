@@ -580,3 +580,66 @@ fn image_stop_signal_is_honoured() {
     d.ok(&["stop", "sig"]);
     assert_eq!(inspect(&d, "sig")["State"]["ExitCode"], 12);
 }
+
+#[test]
+fn a_client_that_goes_away_does_not_hurt_the_container() {
+    use std::io::Read;
+    let d = daemon();
+    let mut child = d
+        .cmd(&[
+            "run",
+            "--name",
+            "chatty",
+            "busybox",
+            "sh",
+            "-c",
+            "yes | head -n 300000; exit 4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(child.stdout.take()); // like `| head -1`
+    let _ = child.wait();
+    wait_until("chatty exits on its own", Duration::from_secs(20), || {
+        inspect(&d, "chatty")["State"]["Status"] == "exited"
+    });
+    let c = inspect(&d, "chatty");
+    assert_eq!(c["State"]["ExitCode"], 4, "{c}");
+    assert_eq!(c["State"]["Error"], "");
+    assert_eq!(
+        d.ok(&["logs", "--tail", "1", "chatty"]),
+        "y\n",
+        "all output reached the log"
+    );
+}
+
+#[test]
+fn large_stdin_and_stdout_at_once_do_not_deadlock() {
+    use std::io::{Read, Write};
+    let d = daemon();
+    let mut child = d
+        .cmd(&["run", "-i", "--rm", "busybox", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..64 {
+            stdin.write_all(&chunk).unwrap();
+        }
+    });
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    writer.join().unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(out.len(), 64 * 64 * 1024, "4 MiB in, 4 MiB out");
+}

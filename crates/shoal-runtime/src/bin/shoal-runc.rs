@@ -126,7 +126,7 @@ struct CreateArgs {
     #[arg(long = "no-new-keyring")]
     no_new_keyring: bool,
     #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: i32,
+    preserve_fds: u32,
     id: String,
 }
 
@@ -157,7 +157,7 @@ struct ExecArgs {
     #[arg(short, long)]
     cap: Vec<String>,
     #[arg(long = "preserve-fds", default_value_t = 0)]
-    preserve_fds: i32,
+    preserve_fds: u32,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -450,57 +450,42 @@ fn exec(rt: &Runtime, args: ExecArgs) -> Result<u8> {
     if args.process.is_some() && args.tty {
         process.set_terminal(Some(true));
     }
-    let proxy_tty =
-        !args.detach && args.console_socket.is_none() && process.terminal() == Some(true);
+    let wants_tty = process.terminal() == Some(true);
+    let proxy_tty = !args.detach && args.console_socket.is_none() && wants_tty;
+    if args.detach && args.console_socket.is_none() && wants_tty {
+        bail!("cannot detach a process with a terminal without --console-socket");
+    }
     let signals = if args.detach {
         None
     } else {
         Some(wait::block_signals()?)
     };
-    let (ours, console_socket) = if proxy_tty {
-        let dir = tempfile_dir()?;
-        let path = dir.join("console.sock");
-        (
-            Some((std::os::unix::net::UnixListener::bind(&path)?, dir)),
-            Some(path),
-        )
-    } else {
-        (None, args.console_socket.clone())
-    };
     let opts = ExecOptions {
         process: Some(process),
-        console_socket,
+        console_socket: args.console_socket.clone(),
         pid_file: args.pid_file.clone(),
         preserve_fds: args.preserve_fds,
     };
-    let accept = ours.as_ref().map(|(l, _)| l.try_clone()).transpose()?;
-    let (master_tx, master_rx) = std::sync::mpsc::channel();
-    if let Some(listener) = accept {
-        std::thread::spawn(move || {
-            if let Ok((conn, _)) = listener.accept() {
-                let _ = master_tx.send(console::recv_fd(conn.as_raw_fd()));
-            }
-        });
-    }
-    let pid = rt.exec(&container, &opts)?;
-    let Some(signals) = signals else { return Ok(0) };
-    let master = if proxy_tty {
-        Some(master_rx.recv()??)
+    // A terminal we proxy ourselves comes over a socketpair: exec forks, so no helper
+    // thread may exist yet.
+    let (pid, master) = if proxy_tty {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        let pid = rt.exec_with_console(&container, &opts, theirs)?;
+        (pid, Some(console::recv_fd(ours.as_raw_fd())?))
     } else {
-        None
+        (rt.exec(&container, &opts)?, None)
     };
-    if let Some((_, dir)) = &ours {
-        let _ = std::fs::remove_dir_all(dir);
-    }
+    let Some(signals) = signals else { return Ok(0) };
     let _tty = master.as_ref().map(|m| TtyProxy::start(m.as_raw_fd()));
-    let code = wait::wait_forwarding(pid, &signals, |_| {})?;
+    let master_fd = master.as_ref().map(|m| m.as_raw_fd());
+    let code = wait::wait_forwarding(pid, &signals, |sig| {
+        if sig == nix::sys::signal::Signal::SIGWINCH {
+            if let Some(fd) = master_fd {
+                resize_from_stdin(fd);
+            }
+        }
+    })?;
     Ok(code as u8)
-}
-
-fn tempfile_dir() -> Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("shoal-runc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
 
 fn ps(container: &Container, format: OutFormat, ps_args: &[String]) -> Result<()> {
