@@ -720,3 +720,44 @@ fn a_spec_without_capabilities_gets_none() {
         "CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
     );
 }
+
+/// A process with CAP_MKNOD can create any node, but only the allowed ones can be opened:
+/// v1 through the devices controller, v2 through the eBPF device filter.
+fn device_rules_enforced(env: &[(&str, &str)]) {
+    let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
+    let f = Fixture::new(json!({
+        "process": {
+            "args": ["sh", "-c", "mknod /tmp/disk b 8 0 && echo made; head -c 1 /tmp/disk; echo x > /dev/null && echo null-ok"],
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps}
+        },
+        "linux": {"resources": {"devices": [{"allow": false, "access": "rwm"}]}}
+    }));
+    let out = f.runc_env(
+        &["run", "--bundle", f.bundle().to_str().unwrap(), &f.id],
+        env,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("made"),
+        "mknod is allowed: {stdout} {stderr}"
+    );
+    assert!(
+        stderr.contains("Operation not permitted"),
+        "opening the disk is not: {stderr}"
+    );
+    assert!(
+        stdout.contains("null-ok"),
+        "/dev/null still works: {stdout} {stderr}"
+    );
+}
+
+#[test]
+fn device_rules_on_cgroup_v1() {
+    device_rules_enforced(&[("SHOAL_CGROUP_VERSION", "v1")]);
+}
+
+#[test]
+fn device_rules_on_cgroup_v2_via_ebpf() {
+    device_rules_enforced(&[("SHOAL_CGROUP_VERSION", "v2")]);
+}

@@ -6,6 +6,8 @@
 //! environment variable `SHOAL_CGROUP_VERSION=v1|v2` overrides detection; with `v2` the
 //! unified mount is used wherever it is (tests use this to exercise v2 on hybrid hosts).
 
+pub mod devices;
+mod ebpf;
 mod mountinfo;
 pub mod v1;
 pub mod v2;

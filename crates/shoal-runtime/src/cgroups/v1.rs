@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
+
+use super::devices::effective_rules;
 
 use super::{
     mkdir_recording, read_file, read_keyed, read_pids, read_u64, remove_created, remove_dir,
@@ -28,22 +30,6 @@ const CONTROLLERS: &[&str] = &[
     "perf_event",
     "rdma",
     "misc",
-];
-
-/// Device rules always allowed: null, zero, full, random, urandom, tty, console, ptmx,
-/// the pty slaves, and mknod of any char/block node (access still needs a rule).
-pub const DEFAULT_ALLOWED: &[&str] = &[
-    "c *:* m",
-    "b *:* m",
-    "c 1:3 rwm",
-    "c 1:5 rwm",
-    "c 1:7 rwm",
-    "c 1:8 rwm",
-    "c 1:9 rwm",
-    "c 5:0 rwm",
-    "c 5:1 rwm",
-    "c 5:2 rwm",
-    "c 136:* rwm",
 ];
 
 pub struct Manager {
@@ -253,18 +239,13 @@ impl Manager {
         let Ok(dir) = self.dir("devices") else {
             return Ok(());
         };
-        for rule in rules {
-            let file = if rule.allow() {
+        for rule in effective_rules(rules)? {
+            let file = if rule.allow {
                 "devices.allow"
             } else {
                 "devices.deny"
             };
-            write_file(&dir.join(file), &device_rule(rule))?;
-        }
-        // The nodes every container gets (and its ptys) stay usable whatever the rules say,
-        // as with runc.
-        for rule in DEFAULT_ALLOWED {
-            write_file(&dir.join("devices.allow"), rule)?;
+            write_file(&dir.join(file), &rule.v1_line())?;
         }
         Ok(())
     }
@@ -305,25 +286,6 @@ impl Manager {
         }
         Ok(())
     }
-}
-
-/// "c 1:3 rwm" style rule for devices.allow / devices.deny.
-pub fn device_rule(rule: &LinuxDeviceCgroup) -> String {
-    let typ = match rule.typ() {
-        None | Some(LinuxDeviceType::A) => "a",
-        Some(LinuxDeviceType::B) => "b",
-        Some(LinuxDeviceType::C) | Some(LinuxDeviceType::U) => "c",
-        Some(LinuxDeviceType::P) => "p",
-    };
-    let num = |n: Option<i64>| {
-        n.filter(|v| *v >= 0)
-            .map_or("*".to_string(), |v| v.to_string())
-    };
-    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
-    if typ == "a" && rule.major().is_none() && rule.minor().is_none() {
-        return format!("a *:* {access}");
-    }
-    format!("{typ} {}:{} {access}", num(rule.major()), num(rule.minor()))
 }
 
 impl CgroupManager for Manager {

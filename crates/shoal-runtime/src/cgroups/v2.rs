@@ -194,9 +194,9 @@ impl CgroupManager for Manager {
             }
             self.write(key, value)?;
         }
-        // Device rules need an eBPF program attached to the cgroup in v2, which this
-        // runtime does not load yet: the container still only gets the device nodes its spec
-        // lists, but a process holding CAP_MKNOD could create others. (docs/architecture.md)
+        if let Some(rules) = res.devices() {
+            super::ebpf::attach_device_filter(&self.dir, &super::devices::effective_rules(rules)?)?;
+        }
         Ok(())
     }
 
