@@ -122,6 +122,7 @@ fn mount_one(ctx: &RootfsContext<'_>, m: &Mount) -> Result<()> {
         let src_meta =
             fs::metadata(source).ctx(|| format!("bind mount source {}", source.display()))?;
         create_mount_point(&dest, src_meta.is_dir())?;
+        let target = Pinned::new(ctx.rootfs, &dest)?;
         let rec = if opts.flags.contains(MsFlags::MS_REC) {
             MsFlags::MS_REC
         } else {
@@ -129,7 +130,7 @@ fn mount_one(ctx: &RootfsContext<'_>, m: &Mount) -> Result<()> {
         };
         mount(
             Some(source.as_path()),
-            &dest,
+            &target.path(),
             None::<&str>,
             MsFlags::MS_BIND | rec,
             None::<&str>,
@@ -147,9 +148,16 @@ fn mount_one(ctx: &RootfsContext<'_>, m: &Mount) -> Result<()> {
         }
     } else {
         create_mount_point(&dest, true)?;
+        let target = Pinned::new(ctx.rootfs, &dest)?;
         let source = m.source().clone().unwrap_or_else(|| PathBuf::from(typ));
         let data = (!opts.data.is_empty()).then_some(opts.data.as_str());
-        let result = mount(Some(source.as_path()), &dest, Some(typ), opts.flags, data);
+        let result = mount(
+            Some(source.as_path()),
+            &target.path(),
+            Some(typ),
+            opts.flags,
+            data,
+        );
         match result {
             Ok(()) => {}
             // Without its own network namespace a user namespace may not mount sysfs; give it a
@@ -177,6 +185,44 @@ fn mount_one(ctx: &RootfsContext<'_>, m: &Mount) -> Result<()> {
             .ctx(|| format!("set propagation of {}", m.destination().display()))?;
     }
     Ok(())
+}
+
+/// A mount target opened without following symlinks and checked to be inside the rootfs, so
+/// that swapping a path component for a symlink between resolving and mounting (the
+/// CVE-2021-30465 class of race) cannot redirect the mount: the mount goes onto
+/// `/proc/self/fd/N`.
+struct Pinned {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Pinned {
+    fn new(rootfs: &Path, dest: &Path) -> Result<Pinned> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::OpenOptionsExt;
+        let fd: std::os::fd::OwnedFd = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dest)
+            .ctx(|| format!("open mount point {}", dest.display()))?
+            .into();
+        let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let real =
+            fs::read_link(&path).ctx(|| format!("resolve mount point {}", dest.display()))?;
+        if !real.starts_with(rootfs) {
+            return Err(Error::InvalidArgument(format!(
+                "mount point {} moved outside the container's root (to {})",
+                dest.display(),
+                real.display()
+            )));
+        }
+        Ok(Pinned { fd })
+    }
+
+    /// The magic link to the pinned mount point.
+    fn path(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
 }
 
 fn create_mount_point(dest: &Path, dir: bool) -> Result<()> {
