@@ -7,7 +7,8 @@ packages=(
   busybox-static   # the test image and the quickstart's demo image are built from it
   iproute2         # ip, for network namespaces in tests
   nftables         # nft, for inspecting shoal's rules in tests
-  procps           # ps, used by `shoal-runc ps`
+    procps           # ps, used by `shoal-runc ps`
+  docker.io        # the interoperability test: docker load/save against shoal's archives
   gcc libc6-dev    # zstd-sys compiles a little C
   ca-certificates
 )
