@@ -634,57 +634,20 @@ fn stats_come_from_the_cgroup() {
 
 #[test]
 fn run_with_a_terminal_proxies_it() {
-    use std::io::Read;
-    use std::os::unix::process::CommandExt;
     let f = Fixture::new(
         json!({"process": {"terminal": true, "args": ["sh", "-c", "tty; read line; echo got:$line; exit 6"]}}),
     );
-    let pty = nix::pty::openpty(None, None).unwrap();
-    let slave = pty.slave;
     let mut cmd = Command::new(RUNC);
     cmd.arg("--root")
         .arg(&f.root)
         .args(["run", "--bundle", f.bundle().to_str().unwrap(), &f.id]);
-    // SAFETY: pre_exec runs in the forked child before exec and only touches the child.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .stdin(Stdio::from(slave.try_clone().unwrap()))
-        .stdout(Stdio::from(slave.try_clone().unwrap()))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .unwrap();
-    let mut master = std::fs::File::from(pty.master);
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 1024];
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !String::from_utf8_lossy(&seen).contains("/dev/pts/")
-        && std::time::Instant::now() < deadline
-    {
-        let n = master.read(&mut buf).unwrap();
-        seen.extend_from_slice(&buf[..n]);
-    }
-    std::io::Write::write_all(&mut master, b"typed\r").unwrap();
-    while !String::from_utf8_lossy(&seen).contains("got:typed")
-        && std::time::Instant::now() < deadline
-    {
-        match master.read(&mut buf) {
-            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-            _ => break,
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        String::from_utf8_lossy(&seen).contains("got:typed"),
-        "{}",
-        String::from_utf8_lossy(&seen)
-    );
-    assert_eq!(status.code(), Some(6));
+    let mut term = shoal_testkit::PtySession::spawn(cmd);
+    let shown = term.read_until("/dev/pts/", Duration::from_secs(10));
+    assert!(shown.contains("/dev/pts/0"), "{shown}");
+    term.send(b"typed\r");
+    let shown = term.read_until("got:typed", Duration::from_secs(10));
+    assert!(shown.contains("got:typed"), "{shown}");
+    assert_eq!(term.wait(Duration::from_secs(10)), Some(6));
 }
 
 #[test]
