@@ -119,6 +119,16 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Commands whose only output is JSON accept `--format json` for scripts' sake.
+pub fn json_only(format: Option<&str>) -> anyhow::Result<()> {
+    match format {
+        None | Some("json") | Some("{{json .}}") => Ok(()),
+        Some(other) => anyhow::bail!(
+            "unsupported --format {other:?}: this command prints JSON; use --format json"
+        ),
+    }
+}
+
 /// Shorten to `n` characters with an ellipsis, as docker does for COMMAND.
 pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {

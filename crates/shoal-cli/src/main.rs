@@ -69,7 +69,7 @@ enum Command {
     /// Tag an image.
     Tag(image::TagArgs),
     /// Show the client and daemon versions.
-    Version,
+    Version(commands::VersionArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,7 +90,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
-        Command::Version => commands::version(&cli.host).await,
+        Command::Version(a) => commands::version(&cli.host, a).await,
         Command::Run(a) => container::run(&cli.host, a).await,
         Command::Create(a) => container::create(&cli.host, a).await,
         Command::Start(a) => container::start(&cli.host, a).await,

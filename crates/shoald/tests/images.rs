@@ -100,3 +100,23 @@ fn load_list_inspect_tag_save_and_remove() {
     assert!(err.contains("no such image"), "{err}");
     assert!(!d.root.join("x.tar").exists(), "no partial output");
 }
+
+#[test]
+fn json_output_for_scripts() {
+    let d = Daemon::start();
+    d.load_busybox();
+    d.ok(&["create", "--name", "scripted", "busybox", "true"]);
+    let v: Value =
+        serde_json::from_str(&d.ok(&["inspect", "--format", "json", "scripted"])).unwrap();
+    assert_eq!(v[0]["Name"], "/scripted");
+    let v: Value =
+        serde_json::from_str(&d.ok(&["image", "inspect", "-f", "json", "busybox"])).unwrap();
+    assert!(v[0]["Id"].as_str().unwrap().starts_with("sha256:"));
+    let v: Value = serde_json::from_str(&d.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(v["Server"]["ApiVersion"], "v1");
+    for line in d.ok(&["images", "--format", "json"]).lines() {
+        let _: Value = serde_json::from_str(line).expect("one document per line");
+    }
+    let (_, err) = d.fails(&["inspect", "--format", "{{.Id}}", "scripted"]);
+    assert!(err.contains("use --format json"), "{err}");
+}

@@ -88,6 +88,9 @@ pub struct InspectArgs {
     /// container or image
     #[arg(long = "type")]
     kind: Option<String>,
+    /// Output format: json (the only one; the default).
+    #[arg(short = 'f', long)]
+    format: Option<String>,
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -403,6 +406,7 @@ pub async fn ps(host: &str, args: PsArgs) -> Result<i32> {
 }
 
 pub async fn inspect(host: &str, args: InspectArgs) -> Result<i32> {
+    crate::format::json_only(args.format.as_deref())?;
     let mut client = connect(host).await?;
     let mut docs = Vec::new();
     let mut failed = false;

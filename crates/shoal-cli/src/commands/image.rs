@@ -66,6 +66,9 @@ pub struct LsArgs {
 
 #[derive(Args)]
 pub struct InspectArgs {
+    /// Output format: json (the only one; the default).
+    #[arg(short = 'f', long)]
+    format: Option<String>,
     #[arg(required = true)]
     images: Vec<String>,
 }
@@ -245,6 +248,7 @@ pub async fn ls(host: &str, args: LsArgs) -> Result<i32> {
 }
 
 pub async fn inspect(host: &str, args: InspectArgs) -> Result<i32> {
+    crate::format::json_only(args.format.as_deref())?;
     let mut client = connect(host).await?;
     let mut docs = Vec::new();
     let mut failed = false;
