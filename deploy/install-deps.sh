@@ -10,6 +10,7 @@ packages=(
     procps           # ps, used by `shoal-runc ps`
   docker.io        # the interoperability test: docker load/save against shoal's archives
   gcc libc6-dev    # zstd-sys compiles a little C
+  libseccomp-dev pkg-config  # shoal-runtime links libseccomp for seccomp filters
   ca-certificates
 )
 

@@ -174,12 +174,12 @@ pub fn terminal_size() -> Option<(u16, u16)> {
 }
 
 /// The local terminal in raw mode until dropped.
-struct RawMode {
+pub struct RawMode {
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enable() -> Option<RawMode> {
+    pub fn enable() -> Option<RawMode> {
         use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
         let stdin = std::io::stdin();
         let saved = tcgetattr(&stdin).ok()?;

@@ -6,13 +6,14 @@ mod client;
 mod commands;
 mod format;
 mod inspect;
+mod mountspec;
 mod opts;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{container, image};
+use crate::commands::{container, image, manage, system};
 
 #[derive(Parser)]
 #[command(
@@ -55,6 +56,31 @@ enum Command {
     Logs(container::LogsArgs),
     /// Block until containers stop, then print their exit codes.
     Wait(container::WaitArgs),
+    /// Run a command in a running container.
+    Exec(manage::ExecArgs),
+    /// Show the processes of a container.
+    Top(manage::TopArgs),
+    /// Live resource usage of containers.
+    Stats(manage::StatsArgs),
+    /// Freeze all processes of containers.
+    Pause(manage::NamesArgs),
+    /// Thaw paused containers.
+    Unpause(manage::NamesArgs),
+    /// Rename a container.
+    Rename(manage::RenameArgs),
+    /// Change resources or the restart policy of containers.
+    Update(manage::UpdateArgs),
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(system::VolumeCommand),
+    /// Manage shoal itself: prune, df, events.
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Stream events (create, start, die, oom, health_status, ...).
+    Events(system::EventsArgs),
     /// Manage images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -70,6 +96,12 @@ enum Command {
     Tag(image::TagArgs),
     /// Show the client and daemon versions.
     Version(commands::VersionArgs),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Remove all stopped containers.
+    Prune(manage::PruneArgs),
 }
 
 fn main() -> ExitCode {
@@ -102,6 +134,19 @@ async fn run(cli: Cli) -> i32 {
         Command::Inspect(a) => container::inspect(&cli.host, a).await,
         Command::Logs(a) => container::logs(&cli.host, a).await,
         Command::Wait(a) => container::wait(&cli.host, a).await,
+        Command::Exec(a) => manage::exec(&cli.host, a).await,
+        Command::Top(a) => manage::top(&cli.host, a).await,
+        Command::Stats(a) => manage::stats(&cli.host, a).await,
+        Command::Pause(a) => manage::pause(&cli.host, a, false).await,
+        Command::Unpause(a) => manage::pause(&cli.host, a, true).await,
+        Command::Rename(a) => manage::rename(&cli.host, a).await,
+        Command::Update(a) => manage::update(&cli.host, a).await,
+        Command::Container(ContainerCommand::Prune(a)) => {
+            manage::container_prune(&cli.host, a).await
+        }
+        Command::Volume(c) => system::volume(&cli.host, c).await,
+        Command::System(c) => system::dispatch(&cli.host, c).await,
+        Command::Events(a) => system::events(&cli.host, a).await,
         Command::Image(c) => image::dispatch(&cli.host, c).await,
         Command::Images(a) => image::ls(&cli.host, a).await,
         Command::Load(a) => image::load(&cli.host, a).await,

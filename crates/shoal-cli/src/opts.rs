@@ -5,7 +5,10 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use shoal_api::v1::{ContainerConfig, CreateContainerRequest, HostConfig, StringList};
+use shoal_api::v1::{
+    ContainerConfig, CreateContainerRequest, HealthCheck, HostConfig, MountSpec, RestartPolicy,
+    StringList, Ulimit,
+};
 
 #[derive(Args, Debug, Clone)]
 pub struct CreateFlags {
@@ -60,6 +63,63 @@ pub struct CreateFlags {
     /// Remove the container when it exits.
     #[arg(long)]
     pub rm: bool,
+    /// Bind mount or volume: [SOURCE:]DESTINATION[:ro|rw|nocopy|PROPAGATION].
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,…].
+    #[arg(long = "mount")]
+    pub mount: Vec<String>,
+    /// tmpfs mount: PATH[:size=64m,mode=1777].
+    #[arg(long = "tmpfs")]
+    pub tmpfs: Vec<String>,
+    /// Restart policy: no, always, unless-stopped, on-failure[:max-retries].
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Command to run to check health (run through /bin/sh -c).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 1m30s).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time one check may take.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures before unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<i32>,
+    /// Time to initialise before failures count.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Disable any health check (including the image's).
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+    /// Add Linux capabilities (name, CAP_NAME or ALL).
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (name, CAP_NAME or ALL).
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Give all capabilities and devices; no seccomp or masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// no-new-privileges[:true|false], seccomp=unconfined|PROFILE.json.
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Additional groups (names from the image or numbers).
+    #[arg(long = "group-add")]
+    pub group_add: Vec<String>,
+    /// Resource limit: NAME=SOFT[:HARD], e.g. nofile=1024:2048.
+    #[arg(long = "ulimit")]
+    pub ulimit: Vec<String>,
+    /// Namespaced kernel parameter: KEY=VALUE.
+    #[arg(long = "sysctl")]
+    pub sysctl: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    pub init: bool,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -168,6 +228,7 @@ impl CreateFlags {
             .transpose()?
             .unwrap_or(0);
         let network = self.network.clone().unwrap_or_default();
+        let security = parse_security_opts(&self.security_opt)?;
         Ok(CreateContainerRequest {
             name: self.name.clone().unwrap_or_default(),
             config: Some(ContainerConfig {
@@ -191,6 +252,7 @@ impl CreateFlags {
                 open_stdin: self.interactive,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 stop_timeout: self.stop_timeout,
+                healthcheck: self.healthcheck()?,
                 ..Default::default()
             }),
             host_config: Some(HostConfig {
@@ -199,9 +261,237 @@ impl CreateFlags {
                 nano_cpus,
                 pids_limit: self.pids_limit.unwrap_or(0),
                 auto_remove: self.rm,
+                restart_policy: self.restart.as_deref().map(parse_restart).transpose()?,
+                mounts: self.mounts()?,
+                cap_add: self.cap_add.clone(),
+                cap_drop: self.cap_drop.clone(),
+                privileged: self.privileged,
+                no_new_privileges: security.no_new_privileges,
+                seccomp_profile: security.seccomp,
+                readonly_rootfs: self.read_only,
+                group_add: self.group_add.clone(),
+                ulimits: self
+                    .ulimit
+                    .iter()
+                    .map(|u| parse_ulimit(u))
+                    .collect::<Result<_>>()?,
+                sysctls: self
+                    .sysctl
+                    .iter()
+                    .map(|s| parse_kv("--sysctl", s))
+                    .collect::<Result<_>>()?,
+                init: self.init,
             }),
         })
     }
+}
+
+impl CreateFlags {
+    fn mounts(&self) -> Result<Vec<MountSpec>> {
+        let mut out = Vec::new();
+        for v in &self.volume {
+            out.push(crate::mountspec::parse_volume(v)?);
+        }
+        for m in &self.mount {
+            out.push(crate::mountspec::parse_mount(m)?);
+        }
+        for t in &self.tmpfs {
+            out.push(crate::mountspec::parse_tmpfs(t)?);
+        }
+        Ok(out)
+    }
+
+    fn healthcheck(&self) -> Result<Option<HealthCheck>> {
+        let any_flag = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if self.no_healthcheck {
+            if any_flag {
+                bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            return Ok(Some(HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        if !any_flag {
+            return Ok(None);
+        }
+        let dur = |flag: &str, v: &Option<String>| -> Result<i64> {
+            match v {
+                None => Ok(0),
+                Some(s) => {
+                    let d = parse_duration(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}"))?;
+                    if d < 1_000_000 {
+                        bail!("{flag} {s:?} is too short: use at least 1ms");
+                    }
+                    Ok(d)
+                }
+            }
+        };
+        if self.health_retries.is_some_and(|r| r < 0) {
+            bail!("--health-retries cannot be negative");
+        }
+        Ok(Some(HealthCheck {
+            test: self
+                .health_cmd
+                .iter()
+                .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
+                .collect(),
+            interval_ns: dur("--health-interval", &self.health_interval)?,
+            timeout_ns: dur("--health-timeout", &self.health_timeout)?,
+            start_period_ns: dur("--health-start-period", &self.health_start_period)?,
+            retries: self.health_retries.unwrap_or(0),
+        }))
+    }
+}
+
+/// Go-style duration: `1h2m3s`, `500ms`, `1.5s`; in nanoseconds.
+pub fn parse_duration(s: &str) -> Result<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        bail!("empty duration");
+    }
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_end == 0 {
+            bail!("expected a number: use e.g. 30s, 1m30s, 500ms");
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| anyhow!("bad number"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mult = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => bail!("missing unit: use ns, us, ms, s, m or h"),
+            other => bail!("unknown unit {other:?}: use ns, us, ms, s, m or h"),
+        };
+        total += n * mult;
+        rest = &rest[unit_end..];
+    }
+    Ok(total as i64)
+}
+
+/// `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+pub fn parse_restart(s: &str) -> Result<RestartPolicy> {
+    let (name, max) = s.split_once(':').unwrap_or((s, ""));
+    let maximum_retry_count = if max.is_empty() {
+        0
+    } else {
+        max.parse().map_err(|_| {
+            anyhow!("invalid restart policy {s:?}: the maximum retry count must be a number")
+        })?
+    };
+    match name {
+        "no" | "always" | "unless-stopped" if max.is_empty() => {}
+        "on-failure" => {}
+        "no" | "always" | "unless-stopped" => bail!("invalid restart policy {s:?}: only on-failure takes a maximum retry count"),
+        _ => bail!("invalid restart policy {s:?}: use no, always, unless-stopped or on-failure[:max-retries]"),
+    }
+    Ok(RestartPolicy {
+        name: name.into(),
+        maximum_retry_count,
+    })
+}
+
+const ULIMITS: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// `nofile=1024:2048` or `nofile=1024`.
+pub fn parse_ulimit(s: &str) -> Result<Ulimit> {
+    let (name, limits) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("invalid --ulimit {s:?}: use NAME=SOFT[:HARD]"))?;
+    if !ULIMITS.contains(&name) {
+        bail!(
+            "invalid --ulimit name {name:?}: use one of {}",
+            ULIMITS.join(", ")
+        );
+    }
+    let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+    let num = |v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| anyhow!("invalid --ulimit {s:?}: limits must be numbers"))
+    };
+    let (soft, hard) = (num(soft)?, num(hard)?);
+    if soft > hard && hard != -1 {
+        bail!("invalid --ulimit {s:?}: soft limit {soft} is above hard limit {hard}");
+    }
+    Ok(Ulimit {
+        name: name.into(),
+        soft,
+        hard,
+    })
+}
+
+fn parse_kv(flag: &str, s: &str) -> Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow!("invalid {flag} {s:?}: use KEY=VALUE"))?;
+    if k.is_empty() {
+        bail!("invalid {flag} {s:?}: the key is empty");
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[derive(Default)]
+struct SecurityOpts {
+    no_new_privileges: bool,
+    seccomp: String,
+}
+
+fn parse_security_opts(opts: &[String]) -> Result<SecurityOpts> {
+    let mut out = SecurityOpts::default();
+    for o in opts {
+        let (k, v) = match o.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match (k, v) {
+            ("no-new-privileges", None | Some("true")) => out.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => out.no_new_privileges = false,
+            ("seccomp", Some("unconfined")) => out.seccomp = "unconfined".into(),
+            ("seccomp", Some(path)) if !path.is_empty() => {
+                out.seccomp = std::fs::read_to_string(path)
+                    .with_context(|| format!("read seccomp profile {path}"))?;
+            }
+            ("apparmor", _) | ("label", _) => {
+                bail!("--security-opt {o:?}: AppArmor and SELinux are not supported on this engine")
+            }
+            _ => bail!("invalid --security-opt {o:?}: use no-new-privileges[:true|false] or seccomp=unconfined|PROFILE.json"),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -237,5 +527,47 @@ mod tests {
         assert_eq!(resolve_env("UNSET_X", &shell).unwrap(), None);
         assert!(resolve_env("=x", &shell).is_err());
         assert!(resolve_env("A B=1", &shell).is_err());
+    }
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), 30_000_000_000);
+        assert_eq!(parse_duration("1m30s").unwrap(), 90_000_000_000);
+        assert_eq!(parse_duration("500ms").unwrap(), 500_000_000);
+        assert_eq!(parse_duration("1.5s").unwrap(), 1_500_000_000);
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5x").is_err());
+    }
+
+    #[test]
+    fn restart_policies() {
+        assert_eq!(
+            parse_restart("on-failure:3").unwrap().maximum_retry_count,
+            3
+        );
+        assert_eq!(parse_restart("always").unwrap().name, "always");
+        assert!(parse_restart("always:3").is_err());
+        assert!(parse_restart("sometimes").is_err());
+        assert!(parse_restart("on-failure:x").is_err());
+    }
+
+    #[test]
+    fn ulimits_and_security() {
+        let u = parse_ulimit("nofile=1024:2048").unwrap();
+        assert_eq!((u.soft, u.hard), (1024, 2048));
+        assert_eq!(parse_ulimit("nproc=50").unwrap().hard, 50);
+        assert!(parse_ulimit("nofile=2048:1024").is_err());
+        assert!(parse_ulimit("files=1").is_err());
+        let s = parse_security_opts(&["no-new-privileges".into(), "seccomp=unconfined".into()])
+            .unwrap();
+        assert!(s.no_new_privileges);
+        assert_eq!(s.seccomp, "unconfined");
+        assert!(parse_security_opts(&["apparmor=x".into()]).is_err());
+        assert!(parse_security_opts(&["seccomp=/no/such/profile.json".into()]).is_err());
     }
 }

@@ -5,7 +5,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::lifecycle::wait_not_running;
+
 use crate::Engine;
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +44,14 @@ pub struct Attached {
 impl Engine {
     pub async fn attach(&self, reference: &str, opts: AttachOptions) -> Result<Attached> {
         let (entry, state) = self.subscribe(reference)?;
+        // When we start it, the run to report is the one that begins after this moment.
+        let previous_start = opts.start.then(|| {
+            entry
+                .snapshot()
+                .state
+                .map(|s| s.started_at)
+                .unwrap_or_default()
+        });
         let stream = if opts.start {
             let _op = entry.op.lock().await;
             self.start_locked(&entry, true)
@@ -109,8 +117,9 @@ impl Engine {
                     return;
                 }
             }
-            // Output ended: the shim is finishing. Report how the container ended.
-            wait_not_running(state.clone(), None).await;
+            // Output ended: the shim is finishing. Report how this run ended (a container
+            // about to restart counts as ended, as with docker run).
+            wait_run_ended(state.clone(), previous_start).await;
             let st = state.borrow().clone();
             if auto_remove {
                 // `run --rm` returns once the container is gone, as docker's does: the
@@ -132,5 +141,27 @@ impl Engine {
             events: ev_rx,
             input: in_tx,
         })
+    }
+}
+
+/// Until the status leaves running/paused (to exited, restarting, removing...).
+/// With `previous_start`, only a run that started after it counts (the output can end
+/// before the engine has even recorded the start).
+async fn wait_run_ended(
+    mut rx: tokio::sync::watch::Receiver<shoal_api::v1::ContainerState>,
+    previous_start: Option<String>,
+) {
+    use shoal_api::ContainerStatus::{Paused, Running};
+    loop {
+        {
+            let st = rx.borrow_and_update();
+            let this_run = previous_start.as_ref().is_none_or(|p| st.started_at != *p);
+            if this_run && !matches!(st.status(), Running | Paused) {
+                return;
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }

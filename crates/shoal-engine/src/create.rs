@@ -125,9 +125,26 @@ impl Engine {
         if config.hostname.is_empty() {
             config.hostname = id[..12].to_string();
         }
+        {
+            let reg = self.inner.registry.lock().expect("registry lock");
+            if let Some(other) = reg.names.get(&name) {
+                return Err(Error::Conflict(format!(
+                    "container name {name:?} is already in use by container {}: remove or rename that container, or pick another name",
+                    &other[..12]
+                )));
+            }
+        }
+        let healthcheck = resolve_healthcheck(
+            config.healthcheck.as_ref(),
+            image.config.healthcheck.as_ref(),
+        );
+        let (mount_points, new_volumes) =
+            self.resolve_mounts(&host.mounts, &image.config.volumes)?;
         let container = Container {
             id: id.clone(),
             name,
+            mount_points,
+            resolved_healthcheck: healthcheck,
             image: config.image.clone(),
             image_id: image.id.clone(),
             created: crate::now(),
@@ -152,19 +169,20 @@ impl Engine {
             ..Default::default()
         };
         let dir = self.inner.cfg.container_dir(&id);
-        std::fs::create_dir_all(&dir).ctx(|| format!("create {}", dir.display()))?;
-        let made = RootfsDirs::new(&dir)
-            .create()
-            .and_then(|()| self.persist(&container));
+        let made = std::fs::create_dir_all(&dir)
+            .ctx(|| format!("create {}", dir.display()))
+            .and_then(|()| RootfsDirs::new(&dir).create())
+            .and_then(|()| self.persist(&container))
+            .and_then(|()| self.register(container).map(|_| ()));
         if let Err(e) = made {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e);
-        }
-        if let Err(e) = self.register(container) {
-            let _ = std::fs::remove_dir_all(&dir);
+            for v in &new_volumes {
+                let _ = self.remove_volume(v, true);
+            }
             return Err(e);
         }
         tracing::info!(container_id = %id, image = %image.id, "created container");
+        self.emit("create", &id, &[]);
         Ok((id, warnings))
     }
 
@@ -179,7 +197,60 @@ impl Engine {
     }
 }
 
-fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result<()> {
+/// The health check in effect: the request's, completed by the image's; none if either says
+/// NONE (or neither has one).
+fn resolve_healthcheck(
+    request: Option<&shoal_api::v1::HealthCheck>,
+    image: Option<&shoal_image::HealthConfig>,
+) -> Option<shoal_api::v1::HealthCheck> {
+    let from_image = image.map(|h| shoal_api::v1::HealthCheck {
+        test: h.test.clone(),
+        interval_ns: h.interval as i64,
+        timeout_ns: h.timeout as i64,
+        start_period_ns: h.start_period as i64,
+        retries: h.retries as i32,
+    });
+    let hc = match (request, from_image) {
+        (Some(r), img) => {
+            let img = img.unwrap_or_default();
+            shoal_api::v1::HealthCheck {
+                test: if r.test.is_empty() {
+                    img.test
+                } else {
+                    r.test.clone()
+                },
+                interval_ns: if r.interval_ns > 0 {
+                    r.interval_ns
+                } else {
+                    img.interval_ns
+                },
+                timeout_ns: if r.timeout_ns > 0 {
+                    r.timeout_ns
+                } else {
+                    img.timeout_ns
+                },
+                start_period_ns: if r.start_period_ns > 0 {
+                    r.start_period_ns
+                } else {
+                    img.start_period_ns
+                },
+                retries: if r.retries > 0 {
+                    r.retries
+                } else {
+                    img.retries
+                },
+            }
+        }
+        (None, Some(img)) => img,
+        (None, None) => return None,
+    };
+    match hc.test.first().map(String::as_str) {
+        None | Some("NONE") => None,
+        _ => Some(hc),
+    }
+}
+
+pub(crate) fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result<()> {
     match host.network_mode.as_str() {
         "" | "none" | "host" => {}
         "bridge" | "default" => {
@@ -218,6 +289,31 @@ fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result
         return Err(Error::InvalidArgument(format!(
             "range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
         )));
+    }
+    if let Some(rp) = &host.restart_policy {
+        match rp.name.as_str() {
+            "" | "no" | "always" | "unless-stopped" if rp.maximum_retry_count == 0 => {}
+            "" | "no" | "always" | "unless-stopped" => {
+                return Err(Error::InvalidArgument(format!(
+                    "maximum retry count cannot be used with restart policy {:?}: only with on-failure",
+                    rp.name
+                )))
+            }
+            "on-failure" if rp.maximum_retry_count >= 0 => {}
+            "on-failure" => {
+                return Err(Error::InvalidArgument("maximum retry count cannot be negative".into()))
+            }
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "invalid restart policy {other:?}: use no, always, unless-stopped or on-failure[:max-retries]"
+                )))
+            }
+        }
+        if host.auto_remove && !matches!(rp.name.as_str(), "" | "no") {
+            return Err(Error::InvalidArgument(
+                "conflicting options: --restart and --rm".into(),
+            ));
+        }
     }
     if host.pids_limit < -1 {
         return Err(Error::InvalidArgument(

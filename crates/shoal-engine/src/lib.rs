@@ -14,14 +14,22 @@ mod attach;
 mod config;
 mod create;
 mod error;
+mod events;
+mod exec;
+mod health;
 mod images;
 mod lifecycle;
 mod logs;
+mod mounts;
 mod names;
+mod ops;
+mod prune;
+mod restart;
 mod rootfs;
 mod shim;
 mod spec;
 mod user;
+mod volumes;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,7 +43,11 @@ pub use attach::{AttachEvent, AttachInput, AttachOptions, Attached};
 pub use config::EngineConfig;
 pub use create::CreateRequest;
 pub use error::{start_failure_code, Error, Result};
+pub use events::EventStream;
+pub use exec::ExecOptions;
 pub use logs::{LogLine, LogOptions};
+pub use ops::{StatsSample, UpdateRequest};
+pub use prune::DfRow;
 
 use crate::error::IoContext;
 
@@ -50,6 +62,7 @@ struct Inner {
     images: Arc<ImageStore>,
     runtime: shoal_runtime::Runtime,
     registry: Mutex<Registry>,
+    events: events::EventBus,
 }
 
 #[derive(Default)]
@@ -67,6 +80,8 @@ struct Entry {
     record: Mutex<Container>,
     /// Latest state, for waiters.
     state: watch::Sender<ContainerState>,
+    /// Restart back-off: the delay used before the last restart.
+    backoff: Mutex<Option<std::time::Duration>>,
 }
 
 impl Entry {
@@ -104,6 +119,7 @@ impl Engine {
                 cfg,
                 images: Arc::new(images),
                 registry: Mutex::new(Registry::default()),
+                events: events::EventBus::new(),
             }),
         };
         engine.load_records().await?;
@@ -135,14 +151,17 @@ impl Engine {
         for c in records {
             let id = c.id.clone();
             let entry = self.register(c)?;
-            let status = entry.status();
-            if matches!(
-                status,
-                ContainerStatus::Running | ContainerStatus::Paused | ContainerStatus::Restarting
-            ) {
-                self.reattach(&entry).await;
-            } else if status == ContainerStatus::Removing {
-                let _ = self.remove(&id, true).await;
+            match entry.status() {
+                ContainerStatus::Running | ContainerStatus::Paused => self.reattach(&entry).await,
+                // The daemon stopped during a restart delay: restart it now.
+                ContainerStatus::Restarting => {
+                    self.schedule_restart(entry.clone(), std::time::Duration::ZERO)
+                }
+                ContainerStatus::Exited => self.restart_on_daemon_start(&entry),
+                ContainerStatus::Removing => {
+                    let _ = self.remove(&id, true, false).await;
+                }
+                _ => {}
             }
         }
         Ok(())
@@ -162,6 +181,7 @@ impl Engine {
             op: tokio::sync::Mutex::new(()),
             record: Mutex::new(c.clone()),
             state: tx,
+            backoff: Mutex::new(None),
         });
         reg.names.insert(c.name.clone(), c.id.clone());
         reg.by_id.insert(c.id.clone(), entry.clone());

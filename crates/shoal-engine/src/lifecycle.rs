@@ -12,6 +12,7 @@ use tokio::net::UnixStream;
 use tokio::sync::watch;
 
 use crate::error::{Error, IoContext, Result};
+use crate::restart::Policy;
 use crate::rootfs::{self, RootfsDirs};
 use crate::shim::{self, ShimInfo};
 use crate::spec::{self, SpecInput};
@@ -43,7 +44,7 @@ impl Engine {
     ) -> Result<Option<UnixStream>> {
         let c = entry.snapshot();
         match c.status() {
-            ContainerStatus::Running | ContainerStatus::Restarting => {
+            ContainerStatus::Running => {
                 return if attach {
                     Ok(Some(self.connect_shim(&c.id).await?))
                 } else {
@@ -96,6 +97,7 @@ impl Engine {
         let config = c.config.clone().unwrap_or_default();
         let host = c.host_config.clone().unwrap_or_default();
         let user = user::resolve(&dirs.merged, &config.user)?;
+        self.prepare_volumes(&c.mount_points, &dirs.merged)?;
         let host_network = host.network_mode == "host";
         let hostname = if host_network && config.hostname == id[..12] {
             nix::unistd::gethostname()
@@ -162,6 +164,9 @@ impl Engine {
         // stay supervised.
         self.update_running(entry, &info);
         self.spawn_monitor(entry.clone(), info);
+        if let Some(hc) = c.resolved_healthcheck.clone() {
+            self.spawn_health_monitor(entry.clone(), hc);
+        }
         tracing::info!(container_id = %id, pid = info.init_pid, "started container");
         Ok(stream)
     }
@@ -176,7 +181,9 @@ impl Engine {
             });
             r.shim_pid = info.shim_pid;
             r.shim_start_time = info.shim_start_time;
+            r.manually_stopped = false;
         });
+        self.emit("start", &entry.id, &[]);
         if let Err(e) = saved {
             tracing::error!(container_id = %entry.id, error = %e, "saving the running container failed");
         }
@@ -252,9 +259,29 @@ impl Engine {
         }
         let _ = std::fs::remove_dir_all(&shim_dir);
         let auto_remove = c.host_config.as_ref().is_some_and(|h| h.auto_remove);
+        let policy = Policy::from_proto(
+            c.host_config
+                .as_ref()
+                .and_then(|h| h.restart_policy.as_ref()),
+        );
+        let restart =
+            !auto_remove && policy.should_restart(exit_code, c.manually_stopped, c.restart_count);
+        let started_at = c
+            .state
+            .as_ref()
+            .map(|s| s.started_at.clone())
+            .unwrap_or_default();
+        let ran_for = ran_for(&started_at, &finished_at);
         let updated = self.update(entry, |r| {
+            if restart {
+                r.restart_count += 1;
+            }
             r.state = Some(ContainerState {
-                status: ContainerStatus::Exited as i32,
+                status: if restart {
+                    ContainerStatus::Restarting
+                } else {
+                    ContainerStatus::Exited
+                } as i32,
                 exit_code,
                 oom_killed,
                 error,
@@ -265,6 +292,7 @@ impl Engine {
                     .unwrap_or_default(),
                 finished_at,
                 pid: 0,
+                health: None,
             });
             r.shim_pid = 0;
             r.shim_start_time = 0;
@@ -272,14 +300,73 @@ impl Engine {
         if let Err(e) = updated {
             tracing::error!(container_id = %id, error = %e, "saving exited container failed");
         }
-        tracing::info!(container_id = %id, exit_code, oom_killed, "container exited");
+        tracing::info!(container_id = %id, exit_code, oom_killed, restart, "container exited");
+        for m in c.mount_points.iter().filter(|m| m.r#type == "volume") {
+            self.unmount_volume_if_unused(&m.name);
+        }
+        if oom_killed {
+            self.emit("oom", &id, &[]);
+        }
+        self.emit("die", &id, &[("exitCode", exit_code.to_string())]);
+        if restart {
+            let delay = {
+                let mut b = entry.backoff.lock().expect("backoff lock");
+                let d = crate::restart::next_delay(*b, ran_for);
+                *b = Some(d);
+                d
+            };
+            self.schedule_restart(entry.clone(), delay);
+        }
         if auto_remove {
             let engine = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = engine.remove(&id, true).await {
+                if let Err(e) = engine.remove(&id, true, true).await {
                     tracing::warn!(container_id = %id, error = %e, "auto-remove failed");
                 }
             });
+        }
+    }
+
+    /// Start a container again after its restart delay, unless the user stopped or removed
+    /// it meanwhile.
+    pub(crate) fn schedule_restart(&self, entry: Arc<Entry>, delay: Duration) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _op = entry.op.lock().await;
+            if entry.status() != ContainerStatus::Restarting {
+                return;
+            }
+            if let Err(e) = engine.start_locked(&entry, false).await {
+                tracing::warn!(container_id = %entry.id, error = %e, "restart failed");
+                let _ = engine.update(&entry, |r| {
+                    let st = r.state.get_or_insert_with(Default::default);
+                    st.status = ContainerStatus::Exited as i32;
+                    st.error = e.to_string();
+                });
+            }
+        });
+    }
+
+    /// Containers the daemon starts when it starts (restart policy, docker's rules).
+    pub(crate) fn restart_on_daemon_start(&self, entry: &Arc<Entry>) {
+        let c = entry.snapshot();
+        let st = c.state.clone().unwrap_or_default();
+        let ever_started = !st.started_at.is_empty();
+        let policy = Policy::from_proto(
+            c.host_config
+                .as_ref()
+                .and_then(|h| h.restart_policy.as_ref()),
+        );
+        if ever_started
+            && st.status() == ContainerStatus::Exited
+            && policy.restart_on_daemon_start(st.exit_code, c.manually_stopped, c.restart_count)
+        {
+            let _ = self.update(entry, |r| {
+                r.state.get_or_insert_with(Default::default).status =
+                    ContainerStatus::Restarting as i32;
+            });
+            self.schedule_restart(entry.clone(), Duration::ZERO);
         }
     }
 
@@ -313,6 +400,17 @@ impl Engine {
         if !is_running(c.status()) {
             return Ok(());
         }
+        // A user stop suspends the restart policy (docker's HasBeenManuallyStopped).
+        self.update(entry, |r| r.manually_stopped = true)?;
+        if c.status() == ContainerStatus::Restarting {
+            // Nothing runs between two restarts: just cancel the next one.
+            self.update(entry, |r| {
+                r.state.get_or_insert_with(Default::default).status =
+                    ContainerStatus::Exited as i32;
+            })?;
+            self.emit("stop", &c.id, &[]);
+            return Ok(());
+        }
         let timeout = timeout
             .or(c.config.as_ref().and_then(|c| c.stop_timeout))
             .unwrap_or(DEFAULT_STOP_TIMEOUT);
@@ -328,12 +426,15 @@ impl Engine {
             t if t < 0 => None,
             t => Some(Duration::from_secs(t as u64)),
         };
+        self.emit("kill", &c.id, &[("signal", (signal as i32).to_string())]);
         if wait_not_running(rx.clone(), graceful).await {
+            self.emit("stop", &c.id, &[]);
             return Ok(());
         }
         tracing::info!(container_id = %c.id, timeout, "container did not stop in time: killing it");
         self.runtime_signal(&c.id, Signal::SIGKILL, true).await;
         if wait_not_running(rx, Some(Duration::from_secs(30))).await {
+            self.emit("stop", &c.id, &[]);
             Ok(())
         } else {
             Err(Error::Internal(format!(
@@ -356,17 +457,28 @@ impl Engine {
         let sig = if signal.is_empty() { "SIGKILL" } else { signal };
         let sig = shoal_runtime::sys::parse_signal(sig)
             .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal:?}")))?;
-        if !is_running(c.status()) {
-            return Err(Error::Conflict(format!(
-                "container {} is not running",
-                c.name
-            )));
+        match c.status() {
+            ContainerStatus::Running | ContainerStatus::Paused => {}
+            ContainerStatus::Restarting => {
+                return Err(Error::Conflict(format!(
+                    "container {} is restarting: wait until it is running",
+                    c.name
+                )))
+            }
+            _ => {
+                return Err(Error::Conflict(format!(
+                    "container {} is not running",
+                    c.name
+                )))
+            }
         }
+        self.update(&entry, |r| r.manually_stopped = true)?;
         let rt = self.inner.runtime.clone();
         let id = c.id.clone();
         tokio::task::spawn_blocking(move || rt.load(&id)?.kill(sig, false))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        self.emit("kill", &c.id, &[("signal", (sig as i32).to_string())]);
         Ok(())
     }
 
@@ -374,14 +486,24 @@ impl Engine {
         let entry = self.lookup(reference)?;
         let _op = entry.op.lock().await;
         self.stop_locked(&entry, timeout).await?;
-        self.start_locked(&entry, false).await.map(|_| ())
+        self.start_locked(&entry, false).await?;
+        self.emit("restart", &entry.id, &[]);
+        Ok(())
     }
 
-    /// Remove a container; a running one only with `force` (killed first).
-    pub async fn remove(&self, reference: &str, force: bool) -> Result<()> {
+    /// Remove a container; a running one only with `force` (killed first). With `volumes`,
+    /// its anonymous volumes go too (docker rm -v).
+    pub async fn remove(&self, reference: &str, force: bool, volumes: bool) -> Result<()> {
         let entry = self.lookup(reference)?;
         let _op = entry.op.lock().await;
-        let c = entry.snapshot();
+        let mut c = entry.snapshot();
+        if c.status() == ContainerStatus::Restarting {
+            // Between two restarts nothing runs; removing it cancels the restart.
+            c = self.update(&entry, |r| {
+                r.state.get_or_insert_with(Default::default).status =
+                    ContainerStatus::Exited as i32;
+            })?;
+        }
         if is_running(c.status()) {
             if !force {
                 return Err(Error::Conflict(format!(
@@ -407,7 +529,18 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.inner.cfg.shim_dir(&c.id));
         let dir = self.inner.cfg.container_dir(&c.id);
         std::fs::remove_dir_all(&dir).ctx(|| format!("remove {}", dir.display()))?;
+        self.emit("destroy", &c.id, &[]);
         self.unregister(&c.id);
+        if volumes {
+            for m in c.mount_points.iter().filter(|m| m.r#type == "volume") {
+                let anonymous = self.inspect_volume(&m.name).is_ok_and(|v| v.anonymous);
+                if anonymous {
+                    if let Err(e) = self.remove_volume(&m.name, true) {
+                        tracing::info!(volume = %m.name, error = %e, "kept anonymous volume");
+                    }
+                }
+            }
+        }
         tracing::info!(container_id = %c.id, "removed container");
         Ok(())
     }
@@ -430,6 +563,15 @@ impl Engine {
         let entry = self.lookup(reference)?;
         let rx = entry.state.subscribe();
         Ok((entry, rx))
+    }
+}
+
+/// How long a container ran, from its RFC 3339 start and finish times.
+fn ran_for(started: &str, finished: &str) -> Duration {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (parse(started), parse(finished)) {
+        (Some(s), Some(f)) => (f - s).to_std().unwrap_or_default(),
+        _ => Duration::ZERO,
     }
 }
 

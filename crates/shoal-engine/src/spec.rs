@@ -76,7 +76,24 @@ pub fn build(input: &SpecInput<'_>) -> Value {
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
     ];
+    let host_cfg = c.host_config.clone().unwrap_or_default();
+    let user_targets: Vec<&str> = c
+        .mount_points
+        .iter()
+        .map(|m| m.destination.as_str())
+        .chain(
+            host_cfg
+                .mounts
+                .iter()
+                .filter(|m| m.r#type == "tmpfs")
+                .map(|m| m.target.as_str()),
+        )
+        .collect();
     for f in ["resolv.conf", "hostname", "hosts"] {
+        // A user mount on the same path wins.
+        if user_targets.contains(&format!("/etc/{f}").as_str()) {
+            continue;
+        }
         mounts.push(json!({
             "destination": format!("/etc/{f}"),
             "type": "bind",
@@ -84,6 +101,11 @@ pub fn build(input: &SpecInput<'_>) -> Value {
             "options": ["rbind", "rprivate"]
         }));
     }
+
+    mounts.extend(crate::mounts::spec_mounts(
+        &c.mount_points,
+        &host_cfg.mounts,
+    ));
 
     let mut namespaces = vec![
         json!({"type": "pid"}),

@@ -217,6 +217,12 @@ impl Container {
         fs::remove_dir_all(&self.dir).ctx(|| format!("remove {}", self.dir.display()))
     }
 
+    /// Change resource limits of a live container (docker update).
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        self.guard(Status::can_kill, "update it (it is not running)")?;
+        cgroups::open(&self.state.cgroup)?.set(resources)
+    }
+
     pub fn pause(&mut self) -> Result<()> {
         self.guard(
             Status::can_pause,

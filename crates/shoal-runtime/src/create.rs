@@ -273,7 +273,7 @@ pub(crate) fn start_init(
     let _ = waitpid(Pid::from_raw(intermediate), None);
     let pid = match first? {
         Some(Msg::ChildPid(pid)) => pid,
-        Some(Msg::Error(e)) => return Err(Error::Init(e)),
+        Some(Msg::Error(e)) => return Err(Error::Init(sync::strip_prefix(e))),
         other => {
             return Err(Error::Init(format!(
                 "intermediate process: unexpected {other:?}"

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 use nix::sched::CloneFlags;
-use oci_spec::runtime::Process;
+use oci_spec::runtime::{LinuxSeccomp, Process};
 
 use crate::cgroups;
 use crate::console;
@@ -16,6 +16,7 @@ use crate::error::{Context, Error, Result};
 use crate::init;
 use crate::namespaces::{self, JoinNs, Plan};
 use crate::process;
+use crate::seccomp::Program;
 use crate::state::Status;
 use crate::sync::{Msg, SyncSocket};
 use crate::sys;
@@ -101,7 +102,9 @@ pub fn exec(container: &Container, opts: &ExecOptions, console: Option<UnixStrea
     let cgroup = cgroups::open(&container.state().cgroup)?;
     let console_fd = console.as_ref().map(|c| c.as_raw_fd());
     let preserve = opts.preserve_fds;
-    let child_main = |sock: &SyncSocket| exec_child(process, console_fd, preserve, sock);
+    // The exec'd process gets the container's filter too (a process.json cannot bring one).
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let child_main = |sock: &SyncSocket| exec_child(process, seccomp, console_fd, preserve, sock);
     let pid = start_init(&plan, CloneFlags::empty(), &child_main, |pid, sock| {
         let placed = cgroup.add_process(pid);
         if placed.is_err() {
@@ -130,8 +133,14 @@ fn sort_joins(join: &mut [JoinNs]) {
     });
 }
 
-fn exec_child(process: &Process, console: Option<i32>, preserve_fds: u32, sock: &SyncSocket) -> ! {
-    let result = (|| -> Result<process::ExecPlan> {
+fn exec_child(
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    console: Option<i32>,
+    preserve_fds: u32,
+    sock: &SyncSocket,
+) -> ! {
+    let result = (|| -> Result<(process::ExecPlan, Option<Program>)> {
         sock.expect(Msg::Go, "waiting for the runtime")?;
         nix::unistd::setsid().ctx(|| "setsid".into())?;
         process::apply_rlimits(process)?;
@@ -147,10 +156,10 @@ fn exec_child(process: &Process, console: Option<i32>, preserve_fds: u32, sock: 
             }
             console::attach_slave(&pty.slave_path)?;
         }
-        init::finalize(process)
+        init::finalize(process, seccomp)
     })();
-    let plan = match result {
-        Ok(p) => p,
+    let (plan, filter) = match result {
+        Ok(ready) => ready,
         Err(e) => {
             let _ = sock.send(&Msg::Error(e.to_string()));
             // SAFETY: _exit ends this child without running the parent's atexit handlers.
@@ -160,6 +169,14 @@ fn exec_child(process: &Process, console: Option<i32>, preserve_fds: u32, sock: 
     let _ = sock.send(&Msg::Ready);
     process::reset_signals();
     let _ = sys::cloexec_from(3 + preserve_fds);
+    // With no_new_privileges, the filter goes in last: nothing but execve runs under it.
+    if let Some(filter) = &filter {
+        if let Err(e) = filter.load() {
+            eprintln!("shoal-runc exec: install the seccomp filter: {e}");
+            // SAFETY: _exit ends this child immediately.
+            unsafe { libc::_exit(127) }
+        }
+    }
     let err = process::exec(&plan);
     eprintln!("shoal-runc exec: {err}");
     // SAFETY: _exit ends this child immediately.

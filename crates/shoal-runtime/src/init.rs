@@ -4,12 +4,13 @@
 //! root filesystem, becomes the configured user, reports `Ready`, then blocks on the exec
 //! fifo until `start` opens it, and finally executes the user's program. Any failure before
 //! `Ready` goes back to the runtime as a message, so `create` fails with the reason.
+//! Where the seccomp filter goes in this sequence, and why, is explained in `seccomp`.
 
 use std::io::Write;
 use std::os::fd::RawFd;
 
 use nix::sched::CloneFlags;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process, Spec};
 
 use crate::cgroups::CgroupConfig;
 use crate::console;
@@ -17,6 +18,7 @@ use crate::error::{Context, Result};
 use crate::namespaces::Plan;
 use crate::process::{self, ExecPlan};
 use crate::rootfs::{self, RootfsContext};
+use crate::seccomp::{self, Program};
 use crate::sync::{Msg, SyncSocket};
 use crate::{sys, sysctl};
 
@@ -35,8 +37,8 @@ pub(crate) struct InitArgs<'a> {
 
 /// Entry point in the cloned child. Never returns.
 pub(crate) fn run(args: &InitArgs<'_>, sync: &SyncSocket) -> ! {
-    let plan = match setup(args, sync) {
-        Ok(plan) => plan,
+    let (plan, filter) = match setup(args, sync) {
+        Ok(ready) => ready,
         Err(e) => {
             let _ = sync.send(&Msg::Error(e.to_string()));
             // SAFETY: _exit ends this process without running the parent's atexit handlers.
@@ -53,6 +55,11 @@ pub(crate) fn run(args: &InitArgs<'_>, sync: &SyncSocket) -> ! {
     if let Err(e) = sys::cloexec_from(3 + args.preserve_fds) {
         die(&format!("close descriptors: {e}"));
     }
+    if let Some(filter) = &filter {
+        if let Err(e) = filter.load() {
+            die(&format!("install the seccomp filter: {e}"));
+        }
+    }
     die(&process::exec(&plan).to_string())
 }
 
@@ -62,7 +69,7 @@ fn die(msg: &str) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn setup(args: &InitArgs<'_>, sync: &SyncSocket) -> Result<ExecPlan> {
+fn setup(args: &InitArgs<'_>, sync: &SyncSocket) -> Result<(ExecPlan, Option<Program>)> {
     sync.expect(Msg::Go, "waiting for the runtime")?;
     let spec = args.spec;
     let process = spec
@@ -133,19 +140,34 @@ fn setup(args: &InitArgs<'_>, sync: &SyncSocket) -> Result<ExecPlan> {
     }
     // Sysctls go in before /proc/sys becomes read-only.
     rootfs::finish(spec)?;
-    finalize(process)
+    let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    finalize(process, profile)
 }
 
-/// Identity, capabilities and the program to run. Shared with `exec`.
-pub(crate) fn finalize(process: &Process) -> Result<ExecPlan> {
+/// Identity, capabilities, the seccomp filter and the program to run. Shared with `exec`.
+///
+/// Returns the filter when it is still to be installed, as the caller's last step before
+/// execve (with no_new_privileges); without no_new_privileges it is installed here, while
+/// the process still has CAP_SYS_ADMIN (see `seccomp` for the reasoning).
+pub(crate) fn finalize(
+    process: &Process,
+    profile: Option<&LinuxSeccomp>,
+) -> Result<(ExecPlan, Option<Program>)> {
     process::enter_cwd(process)?;
+    let mut filter = profile.map(seccomp::compile).transpose()?;
     process::drop_bounding(process.capabilities().as_ref())?;
+    if process.no_new_privileges() != Some(true) {
+        if let Some(f) = filter.take() {
+            f.load()
+                .ctx(|| "install the seccomp filter (without noNewPrivileges)".into())?;
+        }
+    }
     process::set_identity(process)?;
     process::set_capabilities(process.capabilities().as_ref())?;
     process::set_umask(process);
     let plan = process::plan_exec(process)?;
     process::set_no_new_privileges(process)?;
-    Ok(plan)
+    Ok((plan, filter))
 }
 
 /// Block until `start` opens the exec fifo for reading, then tell it we are going.

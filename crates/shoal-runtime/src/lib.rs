@@ -1,6 +1,6 @@
 //! shoal's OCI runtime: takes an OCI runtime-spec bundle (`config.json` + rootfs) and runs
 //! it as a container, with Linux namespaces, cgroups (v1 and v2 behind one trait), a
-//! pivot_root'ed root filesystem, capabilities and rlimits.
+//! pivot_root'ed root filesystem, capabilities, seccomp filters and rlimits.
 //!
 //! The library is what `shoald` uses (through the `shoal-runc` binary and a per-container
 //! supervisor), and `shoal-runc` exposes it with runc's command line so other engines can
@@ -28,6 +28,7 @@ mod namespaces;
 pub mod paths;
 pub mod process;
 mod rootfs;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 mod sync;

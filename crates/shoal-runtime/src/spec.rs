@@ -29,8 +29,10 @@ pub fn load_bundle(dir: &Path) -> Result<Bundle> {
             format!("cannot read: {e} (create one with `shoal-runc spec`)"),
         )
     })?;
+    // The error names the field (e.g. `linux.seccomp.syscalls[2].action: unknown variant`).
     let spec: Spec =
-        serde_json::from_str(&text).map_err(|e| Error::invalid_spec(&path, e.to_string()))?;
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+            .map_err(|e| Error::invalid_spec(&path, e.to_string()))?;
     let rootfs = validate(&path, &spec)?;
     let rootfs = if rootfs.is_absolute() {
         rootfs
@@ -108,10 +110,8 @@ pub fn validate(path: &Path, spec: &Spec) -> Result<PathBuf> {
     let Some(linux) = spec.linux() else {
         return bad("linux is missing".into());
     };
-    if linux.seccomp().is_some() {
-        return Err(Error::Unsupported(
-            "linux.seccomp is not supported yet by shoal-runc: remove it from config.json".into(),
-        ));
+    if let Some(seccomp) = linux.seccomp() {
+        crate::seccomp::validate(path, seccomp)?;
     }
     if linux.intel_rdt().is_some() {
         return Err(Error::Unsupported("linux.intelRdt is not supported".into()));

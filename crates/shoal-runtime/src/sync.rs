@@ -70,7 +70,7 @@ impl SyncSocket {
     pub fn expect(&self, want: Msg, stage: &str) -> Result<()> {
         match self.recv()? {
             Some(m) if m == want => Ok(()),
-            Some(Msg::Error(e)) => Err(Error::Init(e)),
+            Some(Msg::Error(e)) => Err(Error::Init(strip_prefix(e))),
             Some(other) => Err(Error::Init(format!(
                 "{stage}: unexpected message {other:?}"
             ))),
@@ -78,6 +78,14 @@ impl SyncSocket {
                 "{stage}: the process exited during setup"
             ))),
         }
+    }
+}
+
+/// Errors from the child already read "container init: ..."; do not say it twice.
+pub(crate) fn strip_prefix(e: String) -> String {
+    match e.strip_prefix("container init: ") {
+        Some(rest) => rest.to_string(),
+        None => e,
     }
 }
 

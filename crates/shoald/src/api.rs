@@ -6,14 +6,21 @@ use std::pin::Pin;
 
 use shoal_api::v1::engine_server::{Engine as EngineApi, EngineServer};
 use shoal_api::v1::{
-    attach_input, attach_output, AttachInput, AttachOutput, Container, ContainerRef,
-    CreateContainerRequest, CreateContainerResponse, DataChunk, Empty, Image, ImageRef,
-    KillContainerRequest, ListContainersRequest, ListContainersResponse, ListImagesRequest,
-    ListImagesResponse, LoadImageResponse, LoadedImage, LogEntry, LogsRequest,
-    RemoveContainerRequest, RemoveImageRequest, RemoveImageResponse, SaveImageRequest,
-    StopContainerRequest, TagImageRequest, VersionRequest, VersionResponse, WaitResponse,
+    attach_input, attach_output, exec_input, exec_output, AttachInput, AttachOutput, Container,
+    ContainerRef, ContainerStats, CreateContainerRequest, CreateContainerResponse,
+    CreateVolumeRequest, DataChunk, DfResponse, Empty, Event, EventsRequest, ExecInput, ExecOutput,
+    Image, ImageRef, KillContainerRequest, ListContainersRequest, ListContainersResponse,
+    ListImagesRequest, ListImagesResponse, ListVolumesResponse, LoadImageResponse, LoadedImage,
+    LogEntry, LogsRequest, PruneImagesRequest, PruneRequest, PruneResponse, RemoveContainerRequest,
+    RemoveImageRequest, RemoveImageResponse, RemoveVolumeRequest, RenameContainerRequest,
+    SaveImageRequest, StatsRequest, StatsResponse, StopContainerRequest, TagImageRequest,
+    TopProcess, TopRequest, TopResponse, UpdateContainerRequest, UpdateContainerResponse,
+    VersionRequest, VersionResponse, Volume, VolumeRef, WaitResponse,
 };
-use shoal_engine::{AttachEvent, AttachOptions, CreateRequest, Engine, Error, LogOptions};
+use shoal_engine::{
+    AttachEvent, AttachOptions, CreateRequest, Engine, Error, ExecOptions, LogOptions,
+    UpdateRequest,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -43,7 +50,7 @@ fn status(e: Error) -> Status {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 fn image_message(i: shoal_image::Image) -> Image {
-    use shoal_api::v1::{HealthConfig, ImageConfig, StringList};
+    use shoal_api::v1::{HealthCheck, ImageConfig, StringList};
     let c = i.config;
     Image {
         id: i.id,
@@ -65,7 +72,7 @@ fn image_message(i: shoal_image::Image) -> Image {
             exposed_ports: c.exposed_ports,
             volumes: c.volumes,
             labels: c.labels.into_iter().collect(),
-            healthcheck: c.healthcheck.map(|h| HealthConfig {
+            healthcheck: c.healthcheck.map(|h| HealthCheck {
                 test: h.test,
                 interval_ns: h.interval as i64,
                 timeout_ns: h.timeout as i64,
@@ -286,7 +293,10 @@ impl EngineApi for Api {
         req: Request<RemoveContainerRequest>,
     ) -> Result<Response<Empty>, Status> {
         let r = req.into_inner();
-        self.engine.remove(&r.id, r.force).await.map_err(status)?;
+        self.engine
+            .remove(&r.id, r.force, r.volumes)
+            .await
+            .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
 
@@ -469,4 +479,386 @@ impl EngineApi for Api {
             .map_err(status)?;
         Ok(Response::new(Empty {}))
     }
+
+    async fn pause_container(&self, req: Request<ContainerRef>) -> Result<Response<Empty>, Status> {
+        self.engine
+            .pause(&req.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn unpause_container(
+        &self,
+        req: Request<ContainerRef>,
+    ) -> Result<Response<Empty>, Status> {
+        self.engine
+            .unpause(&req.into_inner().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn rename_container(
+        &self,
+        req: Request<RenameContainerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.engine.rename(&r.id, &r.new_name).map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_container(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
+        let r = req.into_inner();
+        let warnings = self
+            .engine
+            .update_container(
+                &r.id,
+                UpdateRequest {
+                    memory: r.memory,
+                    nano_cpus: r.nano_cpus,
+                    pids_limit: r.pids_limit,
+                    restart_policy: r.restart_policy,
+                },
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(UpdateContainerResponse { warnings }))
+    }
+
+    type ExecStream = BoxStream<ExecOutput>;
+
+    #[tracing::instrument(skip_all)]
+    async fn exec(
+        &self,
+        req: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .and_then(|m| m.input)
+            .ok_or_else(|| {
+                Status::invalid_argument("exec: the first message must name the container")
+            })?;
+        let exec_input::Input::Start(start) = first else {
+            return Err(Status::invalid_argument(
+                "exec: the first message must name the container",
+            ));
+        };
+        let opts = ExecOptions {
+            cmd: start.cmd,
+            env: start.env,
+            user: start.user,
+            working_dir: start.working_dir,
+            tty: start.tty,
+            stdin: start.stdin,
+            detach: start.detach,
+            privileged: start.privileged,
+            size: start.size.map(|s| (s.rows as u16, s.cols as u16)),
+        };
+        let session = self.engine.exec(&start.id, opts).await.map_err(status)?;
+        let input = session.input;
+        tokio::spawn(async move {
+            while let Ok(Some(msg)) = inbound.message().await {
+                let ev = match msg.input {
+                    Some(exec_input::Input::Stdin(d)) => shoal_engine::AttachInput::Stdin(d),
+                    Some(exec_input::Input::CloseStdin(true)) => {
+                        shoal_engine::AttachInput::CloseStdin
+                    }
+                    Some(exec_input::Input::Resize(s)) => {
+                        shoal_engine::AttachInput::Resize(s.rows as u16, s.cols as u16)
+                    }
+                    _ => continue,
+                };
+                if input.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = ReceiverStream::new(session.events).map(|ev| {
+            Ok(ExecOutput {
+                output: Some(match ev {
+                    AttachEvent::Stdout(d) => exec_output::Output::Stdout(d),
+                    AttachEvent::Stderr(d) => exec_output::Output::Stderr(d),
+                    AttachEvent::Exit { code, error } => exec_output::Output::Exit(WaitResponse {
+                        exit_code: code,
+                        error,
+                    }),
+                }),
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn top(&self, req: Request<TopRequest>) -> Result<Response<TopResponse>, Status> {
+        let r = req.into_inner();
+        let (titles, rows) = self.engine.top(&r.id, &r.ps_args).await.map_err(status)?;
+        Ok(Response::new(TopResponse {
+            titles,
+            processes: rows
+                .into_iter()
+                .map(|fields| TopProcess { fields })
+                .collect(),
+        }))
+    }
+
+    type StatsStream = BoxStream<StatsResponse>;
+
+    async fn stats(
+        &self,
+        req: Request<StatsRequest>,
+    ) -> Result<Response<Self::StatsStream>, Status> {
+        let r = req.into_inner();
+        // Resolve names now so a wrong one is an error, not an empty stream.
+        let first = self.engine.stats_sample(&r.ids).await.map_err(status)?;
+        let engine = self.engine.clone();
+        let (tx, rx) = mpsc::channel(4);
+        let host_memory = host_memory();
+        tokio::spawn(async move {
+            let mut prev = first;
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(if r.stream {
+                    1000
+                } else {
+                    500
+                }))
+                .await;
+                let ids = if r.ids.is_empty() {
+                    Vec::new()
+                } else {
+                    r.ids.clone()
+                };
+                let Ok(now) = engine.stats_sample(&ids).await else {
+                    return;
+                };
+                let stats = now
+                    .iter()
+                    .map(|s| {
+                        let cpu = prev
+                            .iter()
+                            .find(|p| p.id == s.id)
+                            .map_or(0.0, |p| s.cpu_percent(p));
+                        ContainerStats {
+                            id: s.id.clone(),
+                            name: s.name.clone(),
+                            cpu_percent: cpu,
+                            memory_usage: s.memory_usage,
+                            memory_limit: s.memory_limit.unwrap_or(0),
+                            pids: s.pids,
+                            net_rx: s.net_rx,
+                            net_tx: s.net_tx,
+                            block_read: s.block_read,
+                            block_write: s.block_write,
+                            host_memory,
+                        }
+                    })
+                    .collect();
+                if tx.send(Ok(StatsResponse { stats })).await.is_err() || !r.stream {
+                    return;
+                }
+                prev = now;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn prune_containers(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        let filters = flatten_filters(&req.into_inner().filters);
+        let (deleted, space_reclaimed) = self
+            .engine
+            .prune_containers(&filters)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(PruneResponse {
+            deleted,
+            space_reclaimed,
+        }))
+    }
+
+    async fn prune_images(
+        &self,
+        req: Request<PruneImagesRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        let (deleted, space_reclaimed) = self
+            .engine
+            .prune_images(req.into_inner().all)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(PruneResponse {
+            deleted,
+            space_reclaimed,
+        }))
+    }
+
+    async fn system_df(&self, _: Request<Empty>) -> Result<Response<DfResponse>, Status> {
+        let rows = self.engine.df().await.map_err(status)?;
+        Ok(Response::new(DfResponse {
+            rows: rows
+                .into_iter()
+                .map(|r| shoal_api::v1::DfRow {
+                    kind: r.kind.into(),
+                    total: r.total,
+                    active: r.active,
+                    size: r.size,
+                    reclaimable: r.reclaimable,
+                })
+                .collect(),
+        }))
+    }
+
+    type EventsStream = BoxStream<Event>;
+
+    async fn events(
+        &self,
+        req: Request<EventsRequest>,
+    ) -> Result<Response<Self::EventsStream>, Status> {
+        let r = req.into_inner();
+        let filters = flatten_filters(&r.filters);
+        let since = (!r.since.is_empty()).then_some(r.since.as_str());
+        let mut sub = self.engine.events(since);
+        let until = r.until.clone();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let keep =
+                |e: &Event| event_matches(e, &filters) && (until.is_empty() || e.time <= until);
+            for e in sub.past.drain(..) {
+                if keep(&e) && tx.send(Ok(e)).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = chrono::DateTime::parse_from_rfc3339(&until).ok();
+            loop {
+                let wait = deadline.map(|d| {
+                    (d.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                });
+                let next = match wait {
+                    Some(w) => match tokio::time::timeout(w, sub.live.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    None => sub.live.recv().await,
+                };
+                match next {
+                    Ok(e) => {
+                        if keep(&e) && tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn create_volume(
+        &self,
+        req: Request<CreateVolumeRequest>,
+    ) -> Result<Response<Volume>, Status> {
+        let r = req.into_inner();
+        let v = self
+            .engine
+            .create_volume(&r.name, &r.driver, r.labels, r.options)
+            .map_err(status)?;
+        Ok(Response::new(v))
+    }
+
+    async fn list_volumes(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        Ok(Response::new(ListVolumesResponse {
+            volumes: self.engine.volumes().map_err(status)?,
+        }))
+    }
+
+    async fn inspect_volume(&self, req: Request<VolumeRef>) -> Result<Response<Volume>, Status> {
+        self.engine
+            .inspect_volume(&req.into_inner().name)
+            .map(Response::new)
+            .map_err(status)
+    }
+
+    async fn remove_volume(
+        &self,
+        req: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.engine
+            .remove_volume(&r.name, r.force)
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune_volumes(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        let filters = flatten_filters(&req.into_inner().filters);
+        let (deleted, space_reclaimed) = self.engine.prune_volumes(&filters).map_err(status)?;
+        Ok(Response::new(PruneResponse {
+            deleted,
+            space_reclaimed,
+        }))
+    }
+}
+
+fn flatten_filters(
+    f: &std::collections::HashMap<String, shoal_api::v1::StringList>,
+) -> Vec<(String, String)> {
+    f.iter()
+        .flat_map(|(k, vs)| vs.values.iter().map(move |v| (k.clone(), v.clone())))
+        .collect()
+}
+
+/// docker events filters: each key must match one of its values.
+fn event_matches(e: &Event, filters: &[(String, String)]) -> bool {
+    let mut keys: Vec<&str> = filters.iter().map(|(k, _)| k.as_str()).collect();
+    keys.dedup();
+    keys.iter().all(|key| {
+        filters
+            .iter()
+            .filter(|(k, _)| k == key)
+            .any(|(_, v)| match *key {
+                "type" => e.r#type == *v,
+                "event" => e.action == *v || e.action.starts_with(&format!("{v}:")),
+                "container" => {
+                    e.r#type == "container"
+                        && (e.id.starts_with(v.as_str()) || e.attributes.get("name") == Some(v))
+                }
+                "image" => e.attributes.get("image") == Some(v),
+                "volume" => e.r#type == "volume" && e.id == *v,
+                "label" => match v.split_once('=') {
+                    Some((lk, lv)) => e.attributes.get(lk).is_some_and(|x| x == lv),
+                    None => e.attributes.contains_key(v.as_str()),
+                },
+                _ => true,
+            })
+    })
+}
+
+fn host_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| {
+                    v.split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse::<u64>().ok())
+                })
+        })
+        .map_or(0, |kb| kb * 1024)
 }

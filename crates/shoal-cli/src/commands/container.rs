@@ -60,6 +60,9 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(short = 'f', long = "force")]
     force: bool,
+    /// Also remove the containers' anonymous volumes.
+    #[arg(short = 'v', long = "volumes")]
+    volumes: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -181,7 +184,7 @@ pub async fn create(host: &str, flags: CreateFlags) -> Result<i32> {
 
 /// Run `f` for each named container, printing the name on success and the error otherwise
 /// (docker's behaviour for multi-container commands); exit 1 if any failed.
-async fn each<F, Fut>(names: &[String], mut f: F) -> Result<i32>
+pub(crate) async fn each<F, Fut>(names: &[String], mut f: F) -> Result<i32>
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -280,6 +283,7 @@ pub async fn rm(host: &str, args: RmArgs) -> Result<i32> {
             c.remove_container(RemoveContainerRequest {
                 id,
                 force: args.force,
+                volumes: args.volumes,
             })
             .await
             .map(|_| ())

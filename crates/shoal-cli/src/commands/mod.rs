@@ -2,6 +2,8 @@
 
 pub mod container;
 pub mod image;
+pub mod manage;
+pub mod system;
 
 use anyhow::Result;
 use shoal_api::v1::VersionRequest;

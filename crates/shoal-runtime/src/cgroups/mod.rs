@@ -57,6 +57,9 @@ pub struct Stats {
     /// `None` when unlimited.
     pub pids_limit: Option<u64>,
     pub oom_kills: u64,
+    /// Bytes read from and written to block devices.
+    pub io_read_bytes: u64,
+    pub io_write_bytes: u64,
 }
 
 /// The operations the runtime needs from a cgroup, for either version.

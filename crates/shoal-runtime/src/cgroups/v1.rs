@@ -367,6 +367,28 @@ impl CgroupManager for Manager {
         if let Ok(dir) = self.dir("cpuacct") {
             s.cpu_usage_ns = read_u64(&dir.join("cpuacct.usage"))?.unwrap_or(0);
         }
+        if let Ok(dir) = self.dir("blkio") {
+            let file = [
+                "blkio.throttle.io_service_bytes_recursive",
+                "blkio.throttle.io_service_bytes",
+            ]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.exists());
+            if let Some(file) = file {
+                for line in read_file(&file)?.lines() {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    if let [_, op, v] = f[..] {
+                        let v: u64 = v.parse().unwrap_or(0);
+                        match op {
+                            "Read" => s.io_read_bytes += v,
+                            "Write" => s.io_write_bytes += v,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
         if let Ok(dir) = self.dir("pids") {
             s.pids_current = read_u64(&dir.join("pids.current"))?.unwrap_or(0);
             s.pids_limit = read_u64(&dir.join("pids.max"))?;

@@ -249,6 +249,17 @@ impl CgroupManager for Manager {
         if file("cpu.stat").exists() {
             s.cpu_usage_ns = read_keyed(&file("cpu.stat"), "usage_usec")?.unwrap_or(0) * 1000;
         }
+        if file("io.stat").exists() {
+            for line in read_file(&file("io.stat"))?.lines() {
+                for kv in line.split_whitespace().skip(1) {
+                    match kv.split_once('=') {
+                        Some(("rbytes", v)) => s.io_read_bytes += v.parse().unwrap_or(0),
+                        Some(("wbytes", v)) => s.io_write_bytes += v.parse().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
         if file("pids.current").exists() {
             s.pids_current = read_u64(&file("pids.current"))?.unwrap_or(0);
             s.pids_limit = read_u64(&file("pids.max"))?;
