@@ -14,6 +14,8 @@ pub struct EngineConfig {
     pub runtime: PathBuf,
     /// The per-container supervisor binary (`shoal-shim`).
     pub shim: PathBuf,
+    /// The init for `--init` (`shoal-init`, a static binary).
+    pub init: PathBuf,
 }
 
 impl EngineConfig {

@@ -95,6 +95,10 @@ impl Engine {
             )));
         }
         validate_host_config(&host, &mut warnings)?;
+        crate::security::check_sysctls(&host)?;
+        let caps = crate::security::effective_caps(&host)?;
+        crate::security::seccomp(&host, &caps)?;
+        crate::security::rlimits(&host)?;
         for e in &cfg.env {
             if e.starts_with('=') || e.is_empty() {
                 return Err(Error::InvalidArgument(format!(

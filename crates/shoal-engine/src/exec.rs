@@ -128,7 +128,7 @@ impl Engine {
             p["user"] = serde_json::json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids});
         }
         if opts.privileged {
-            let all: Vec<String> = shoal_runtime::process::known_capabilities();
+            let all: Vec<String> = shoal_runtime::process::own_bounding_capabilities();
             p["capabilities"] =
                 serde_json::json!({"bounding": all, "effective": all, "permitted": all});
         }

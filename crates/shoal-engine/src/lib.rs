@@ -26,6 +26,7 @@ mod ops;
 mod prune;
 mod restart;
 mod rootfs;
+mod security;
 mod shim;
 mod spec;
 mod user;

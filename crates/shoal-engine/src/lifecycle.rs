@@ -96,7 +96,26 @@ impl Engine {
         let id = &c.id;
         let config = c.config.clone().unwrap_or_default();
         let host = c.host_config.clone().unwrap_or_default();
-        let user = user::resolve(&dirs.merged, &config.user)?;
+        let mut user = user::resolve(&dirs.merged, &config.user)?;
+        for g in &host.group_add {
+            let gid = user::resolve_group(&dirs.merged, g)?;
+            if !user.additional_gids.contains(&gid) {
+                user.additional_gids.push(gid);
+            }
+        }
+        let caps = crate::security::effective_caps(&host)?;
+        let seccomp = crate::security::seccomp(&host, &caps)?;
+        let init_binary = if host.init {
+            if !cfg.init.is_file() {
+                return Err(Error::InvalidArgument(format!(
+                    "--init needs {}: install shoal-init next to shoald",
+                    cfg.init.display()
+                )));
+            }
+            Some(cfg.init.as_path())
+        } else {
+            None
+        };
         self.prepare_volumes(&c.mount_points, &dirs.merged)?;
         let host_network = host.network_mode == "host";
         let hostname = if host_network && config.hostname == id[..12] {
@@ -117,6 +136,9 @@ impl Engine {
             etc_dir: &dirs.etc,
             cgroup_path: format!("/{}/{}", cfg.cgroup_parent.trim_matches('/'), id),
             swap_supported: spec::swap_supported(),
+            caps,
+            seccomp,
+            init_binary,
         });
         let shim_dir = cfg.shim_dir(id);
         std::fs::create_dir_all(&shim_dir).ctx(|| format!("create {}", shim_dir.display()))?;

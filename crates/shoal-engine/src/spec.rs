@@ -58,7 +58,16 @@ pub struct SpecInput<'a> {
     pub etc_dir: &'a Path,
     pub cgroup_path: String,
     pub swap_supported: bool,
+    /// The container's capability set (see `security::effective_caps`).
+    pub caps: Vec<String>,
+    /// `linux.seccomp`, or `None` for unconfined.
+    pub seccomp: Option<Value>,
+    /// The `shoal-init` binary to bind-mount as PID 1 for `--init`.
+    pub init_binary: Option<&'a Path>,
 }
+
+/// Where `--init`'s init appears inside the container.
+pub const INIT_PATH: &str = "/sbin/shoal-init";
 
 pub fn build(input: &SpecInput<'_>) -> Value {
     let c = input.container;
@@ -76,14 +85,12 @@ pub fn build(input: &SpecInput<'_>) -> Value {
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]}),
     ];
-    let host_cfg = c.host_config.clone().unwrap_or_default();
     let user_targets: Vec<&str> = c
         .mount_points
         .iter()
         .map(|m| m.destination.as_str())
         .chain(
-            host_cfg
-                .mounts
+            host.mounts
                 .iter()
                 .filter(|m| m.r#type == "tmpfs")
                 .map(|m| m.target.as_str()),
@@ -102,10 +109,7 @@ pub fn build(input: &SpecInput<'_>) -> Value {
         }));
     }
 
-    mounts.extend(crate::mounts::spec_mounts(
-        &c.mount_points,
-        &host_cfg.mounts,
-    ));
+    mounts.extend(crate::mounts::spec_mounts(&c.mount_points, &host.mounts));
 
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -141,8 +145,26 @@ pub fn build(input: &SpecInput<'_>) -> Value {
         resources["pids"] = json!({"limit": host.pids_limit});
     }
 
-    let caps = json!(DEFAULT_CAPS);
-    json!({
+    let caps = json!(input.caps);
+    if let Some(init) = input.init_binary {
+        mounts.push(json!({"destination": INIT_PATH, "type": "bind", "source": init, "options": ["rbind", "ro", "rprivate"]}));
+        args.splice(0..0, [INIT_PATH.to_string(), "--".to_string()]);
+    }
+    let privileged = host.privileged;
+    if privileged {
+        // Everything docker's --privileged gives: devices, writable sysfs and cgroupfs.
+        resources["devices"] = json!([{"allow": true, "access": "rwm"}]);
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/sys" || m["destination"] == "/sys/fs/cgroup" {
+                if let Some(opts) = m["options"].as_array_mut() {
+                    opts.retain(|o| o != "ro");
+                    opts.push(json!("rw"));
+                }
+            }
+        }
+    }
+    let rlimits = crate::security::rlimits(&host).unwrap_or_default();
+    let mut spec = json!({
         "ociVersion": "1.2.0",
         "process": {
             "terminal": cfg.tty,
@@ -154,21 +176,30 @@ pub fn build(input: &SpecInput<'_>) -> Value {
             "args": args,
             "env": input.env,
             "cwd": if c.resolved_working_dir.is_empty() { "/" } else { c.resolved_working_dir.as_str() },
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": false,
+                        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": host.no_new_privileges,
+            "rlimits": rlimits,
             "oomScoreAdj": 0
         },
-        "root": {"path": input.rootfs, "readonly": false},
+        "root": {"path": input.rootfs, "readonly": host.readonly_rootfs},
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
             "cgroupsPath": input.cgroup_path,
             "resources": resources,
             "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
+                        "maskedPaths": if privileged { json!([]) } else { json!(MASKED_PATHS) },
+            "readonlyPaths": if privileged { json!([]) } else { json!(READONLY_PATHS) },
+            "sysctl": host.sysctls,
         }
-    })
+    });
+    if let Some(s) = &input.seccomp {
+        spec["linux"]["seccomp"] = s.clone();
+    }
+    if privileged {
+        spec["linux"]["devices"] = json!(crate::security::host_devices());
+    }
+    spec
 }
 
 /// Environment at start: the merged env plus what docker adds (PATH if missing, HOSTNAME,

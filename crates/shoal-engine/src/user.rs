@@ -103,6 +103,22 @@ fn read_group(rootfs: &Path) -> Result<Vec<GroupEntry>> {
         .collect())
 }
 
+/// A group by name (from the image's /etc/group) or number, for --group-add.
+pub fn resolve_group(rootfs: &Path, group: &str) -> Result<u32> {
+    if let Ok(n) = group.parse::<u32>() {
+        return Ok(n);
+    }
+    read_group(rootfs)?
+        .iter()
+        .find(|g| g.name == group)
+        .map(|g| g.gid)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "unable to find group {group}: no matching entries in group file"
+            ))
+        })
+}
+
 /// `spec` is `user`, `uid`, `user:group`, `uid:gid` or empty (root).
 pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     let (user, group) = match spec.split_once(':') {

@@ -330,6 +330,29 @@ pub fn exec(plan: &ExecPlan) -> Error {
     }
 }
 
+/// Capabilities in this process's bounding set: the most a container can be given (a
+/// runtime inside a restricted sandbox may itself lack some).
+pub fn own_bounding_capabilities() -> Vec<String> {
+    let mask = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    let last = last_cap();
+    let mut v: Vec<String> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() <= last && mask & (1u64 << c.index()) != 0)
+        .map(|c| c.to_string())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    v.sort();
+    v
+}
+
 /// Capability names this kernel knows, for `features`.
 pub fn known_capabilities() -> Vec<String> {
     let last = last_cap();
