@@ -14,8 +14,6 @@ pub struct EngineConfig {
     pub runtime: PathBuf,
     /// The per-container supervisor binary (`shoal-shim`).
     pub shim: PathBuf,
-    /// The init for `--init` (`shoal-init`, a static binary).
-    pub init: PathBuf,
 }
 
 impl EngineConfig {
@@ -29,6 +27,11 @@ impl EngineConfig {
 
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.containers_dir().join(id)
+    }
+
+    /// The static init bind-mounted for `--init`; written from the copy the runtime embeds.
+    pub fn init_binary(&self) -> PathBuf {
+        self.exec_root.join("bin").join("shoal-init")
     }
 
     pub fn runtime_root(&self) -> PathBuf {

@@ -110,6 +110,7 @@ impl Engine {
             std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
                 .ctx(|| format!("restrict {}", d.display()))?;
         }
+        write_init_binary(&cfg.init_binary())?;
         let image_root = cfg.image_root();
         let images = tokio::task::spawn_blocking(move || ImageStore::open(&image_root))
             .await
@@ -301,6 +302,22 @@ impl Engine {
             .map(|e| e.id.clone())
             .collect()
     }
+}
+
+/// Put the embedded shoal-init where `--init` containers bind-mount it from (read-only,
+/// replaced atomically when this build's differs).
+fn write_init_binary(path: &std::path::Path) -> Result<()> {
+    let bytes = shoal_runtime::dmz::INIT_BINARY;
+    if std::fs::read(path).is_ok_and(|cur| cur == bytes) {
+        return Ok(());
+    }
+    let dir = path.parent().expect("init path has a directory");
+    std::fs::create_dir_all(dir).ctx(|| format!("create {}", dir.display()))?;
+    let tmp = dir.join(".shoal-init.tmp");
+    std::fs::write(&tmp, bytes).ctx(|| format!("write {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o555))
+        .ctx(|| format!("chmod {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("install {}", path.display()))
 }
 
 pub(crate) fn now() -> String {

@@ -105,17 +105,8 @@ impl Engine {
         }
         let caps = crate::security::effective_caps(&host)?;
         let seccomp = crate::security::seccomp(&host, &caps)?;
-        let init_binary = if host.init {
-            if !cfg.init.is_file() {
-                return Err(Error::InvalidArgument(format!(
-                    "--init needs {}: install shoal-init next to shoald",
-                    cfg.init.display()
-                )));
-            }
-            Some(cfg.init.as_path())
-        } else {
-            None
-        };
+        let init_path = cfg.init_binary();
+        let init_binary = host.init.then_some(init_path.as_path());
         self.prepare_volumes(&c.mount_points, &dirs.merged)?;
         let host_network = host.network_mode == "host";
         let hostname = if host_network && config.hostname == id[..12] {

@@ -51,6 +51,7 @@ pub(crate) fn create(
     console: Option<UnixStream>,
 ) -> Result<Container> {
     validate_id(&opts.id)?;
+    sys::set_non_dumpable();
     if sys::thread_count() > 1 {
         return Err(Error::InvalidArgument(
             "create must run in a single-threaded process (use the shoal-runc binary)".into(),

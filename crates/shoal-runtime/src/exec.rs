@@ -47,6 +47,7 @@ pub fn exec(container: &Container, opts: &ExecOptions, console: Option<UnixStrea
             action: "exec in it (resume it first)",
         });
     }
+    sys::set_non_dumpable();
     if sys::thread_count() > 1 {
         return Err(Error::InvalidArgument(
             "exec must run in a single-threaded process".into(),

@@ -19,6 +19,7 @@ pub mod console;
 mod container;
 mod create;
 mod devices;
+pub mod dmz;
 mod error;
 mod exec;
 pub mod features;

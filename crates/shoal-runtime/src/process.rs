@@ -243,6 +243,8 @@ pub struct ExecPlan {
     pub path: CString,
     pub args: Vec<CString>,
     pub env: Vec<CString>,
+    /// The sealed dmz the program is started through (see `dmz.rs`).
+    pub dmz: crate::dmz::Dmz,
 }
 
 pub fn plan_exec(process: &Process) -> Result<ExecPlan> {
@@ -260,6 +262,7 @@ pub fn plan_exec(process: &Process) -> Result<ExecPlan> {
             .map_err(|_| Error::InvalidArgument("program path contains a NUL byte".into()))?,
         args: args.iter().map(|a| cstr(a)).collect::<Result<_>>()?,
         env: env.iter().map(|e| cstr(e)).collect::<Result<_>>()?,
+        dmz: crate::dmz::Dmz::new()?,
     })
 }
 
@@ -323,11 +326,9 @@ pub fn reset_signals() {
 }
 
 /// execve, never returning on success.
+/// execve through the dmz, never returning on success.
 pub fn exec(plan: &ExecPlan) -> Error {
-    match nix::unistd::execve(&plan.path, &plan.args, &plan.env) {
-        Err(e) => Error::Init(format!("exec {:?}: {e}", plan.path)),
-        Ok(never) => match never {},
-    }
+    plan.dmz.exec(&plan.path, &plan.args, &plan.env)
 }
 
 /// Capabilities in this process's bounding set: the most a container can be given (a

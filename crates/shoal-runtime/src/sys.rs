@@ -34,6 +34,14 @@ pub unsafe fn clone_fork(flags: libc::c_ulong) -> io::Result<libc::pid_t> {
     }
 }
 
+/// Make this process (and the children it forks for the container) non-dumpable until they
+/// exec: container processes then cannot open their /proc/PID/exe, fds or memory, which
+/// would reach the runtime's binary on the host (runc does the same).
+pub fn set_non_dumpable() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+}
+
 /// Number of threads of this process.
 pub fn thread_count() -> usize {
     fs::read_to_string("/proc/self/status")

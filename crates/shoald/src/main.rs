@@ -110,7 +110,6 @@ async fn serve(args: Args) -> Result<()> {
             .shim
             .clone()
             .unwrap_or_else(|| EngineConfig::find_binary("shoal-shim")),
-        init: EngineConfig::find_binary("shoal-init"),
     };
     for (what, path) in [("runtime", &cfg.runtime), ("shim", &cfg.shim)] {
         if !path.is_file() {

@@ -324,3 +324,103 @@ fn no_host_descriptor_or_directory_leaks_in() {
         "init holds no file descriptor to any path: {out}"
     );
 }
+
+#[test]
+fn init_runs_as_pid_1_forwards_signals_and_reaps() {
+    let d = daemon();
+    let (_, out, err) = run(
+        &d,
+        &[
+            "--init",
+            "busybox",
+            "sh",
+            "-c",
+            "echo $$; tr '\\0' ' ' < /proc/1/cmdline",
+        ],
+    );
+    assert_eq!(
+        out.lines().next(),
+        Some("2"),
+        "the program is PID 2: {out} {err}"
+    );
+    assert!(out.contains("/sbin/shoal-init -- sh -c"), "{out}");
+    // Without --init, sleep as PID 1 ignores SIGTERM; with it, stop is quick.
+    d.ok(&[
+        "run", "-d", "--name", "inited", "--init", "busybox", "sleep", "1000",
+    ]);
+    let t = std::time::Instant::now();
+    d.ok(&["stop", "-t", "5", "inited"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(3),
+        "SIGTERM reached sleep"
+    );
+    let v: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", "inited"])).unwrap();
+    assert_eq!(v[0]["State"]["ExitCode"], 143);
+    assert_eq!(v[0]["HostConfig"]["Init"], true);
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// CVE-2019-5736 class: a program whose interpreter is `#!/proc/self/exe`, started by exec,
+/// while another process of the container tries to open and write every process's exe.
+#[test]
+fn the_container_cannot_reach_the_runtime_binary() {
+    let d = daemon();
+    let bins: Vec<PathBuf> = ["shoal-runc", "shoal-shim", "shoald"]
+        .iter()
+        .map(|b| shoal_testkit::bin(b))
+        .collect();
+    let before: Vec<String> = bins.iter().map(|b| sha256_of(b)).collect();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "busybox",
+        "sh",
+        "-c",
+        "printf '#!/proc/self/exe\\n' > /evil; chmod +x /evil; sleep 1000",
+    ]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let attacker = "end=$(( $(date +%s) + 4 )); while [ $(date +%s) -lt $end ]; do \
+        for p in /proc/[0-9]*; do \
+          t=$(readlink $p/exe 2>/dev/null) || continue; \
+          case \"$t\" in /bin/busybox) continue;; esac; \
+          echo \"seen $t\" >> /tmp/report; \
+          (echo pwned >> $p/exe) 2>/dev/null && echo \"WROTE $t\" >> /tmp/report; \
+        done; done; echo done >> /tmp/report";
+    d.ok(&["exec", "-d", "victim", "sh", "-c", attacker]);
+    for _ in 0..5 {
+        let out = d.shoal(&["exec", "victim", "/evil"]);
+        assert_ne!(out.status.code(), Some(0), "the script must not run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("interpreter") || err.contains("exec"), "{err}");
+    }
+    shoal_testkit::wait_until(
+        "the attacker finished",
+        std::time::Duration::from_secs(15),
+        || {
+            d.shoal(&["exec", "victim", "grep", "-q", "done", "/tmp/report"])
+                .status
+                .success()
+        },
+    );
+    let report = d.ok(&["exec", "victim", "cat", "/tmp/report"]);
+    assert!(
+        !report.contains("WROTE"),
+        "a container process wrote a binary: {report}"
+    );
+    assert!(
+        !report.contains("shoal-runc") && !report.contains("shoald"),
+        "the runtime's binary was reachable: {report}"
+    );
+    let after: Vec<String> = bins.iter().map(|b| sha256_of(b)).collect();
+    assert_eq!(before, after, "host binaries unchanged");
+}
