@@ -393,9 +393,13 @@ impl Engine {
                 ShimInfo {
                     shim_pid: c.shim_pid,
                     shim_start_time: c.shim_start_time,
-                    init_pid: c.state.map_or(0, |s| s.pid),
+                                        init_pid: c.state.as_ref().map_or(0, |s| s.pid),
                 },
             );
+            // Health checks resume where the previous daemon left them.
+            if let Some(hc) = c.resolved_healthcheck.clone() {
+                self.spawn_health_monitor(entry.clone(), hc);
+            }
         } else {
             self.finalize(entry).await;
         }
