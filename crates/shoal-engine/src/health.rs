@@ -83,7 +83,8 @@ impl Engine {
         let started = Instant::now();
         tokio::spawn(async move {
             let _ = engine.update(&entry, |r| {
-                if let Some(st) = r.state.as_mut() {
+                // A new run starts over; a daemon restart keeps what was learnt.
+                if let Some(st) = r.state.as_mut().filter(|st| st.health.is_none()) {
                     st.health = Some(Health {
                         status: "starting".into(),
                         ..Default::default()
