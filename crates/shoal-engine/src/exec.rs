@@ -120,12 +120,30 @@ impl Engine {
                     opts.working_dir
                 )));
             }
+            self.check_exec_cwd(id, &opts.working_dir)?;
             p["cwd"] = Value::String(opts.working_dir.clone());
         }
         if !opts.user.is_empty() {
-            let merged = RootfsDirs::new(&self.inner.cfg.container_dir(id)).merged;
-            let u = user::resolve(&merged, &opts.user)?;
+            // The user database as the container sees it, bind mounts and volumes included
+            // (runc resolves it inside the container); the rootfs if it is not running.
+            let root = match self.init_pid(id) {
+                Some(pid) => PathBuf::from(format!("/proc/{pid}/root")),
+                None => RootfsDirs::new(&self.inner.cfg.container_dir(id)).merged,
+            };
+            let u = user::resolve(&user::RootView::plain(&root), &opts.user)?;
             p["user"] = serde_json::json!({"uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids});
+            // The spec's HOME is the container user's, added at start; another user gets
+            // their own unless the container or this exec set HOME explicitly (docker/runc).
+            let configured = self
+                .lookup(id)
+                .map(|e| e.snapshot().resolved_env)
+                .unwrap_or_default();
+            let has_home = |env: &[String]| env.iter().any(|e| e.starts_with("HOME="));
+            if !has_home(&configured) && !has_home(&opts.env) {
+                env.retain(|e| !e.starts_with("HOME="));
+                env.push(format!("HOME={}", u.home));
+                p["env"] = serde_json::json!(env);
+            }
         }
         if opts.privileged {
             let all: Vec<String> = shoal_runtime::process::own_bounding_capabilities();
@@ -133,6 +151,35 @@ impl Engine {
                 serde_json::json!({"bounding": all, "effective": all, "permitted": all});
         }
         Ok(p)
+    }
+
+    /// The host pid of a running container's init.
+    fn init_pid(&self, id: &str) -> Option<i32> {
+        let pid = self.lookup(id).ok()?.snapshot().state?.pid;
+        (pid > 0).then_some(pid)
+    }
+
+    /// docker runs an exec only in a working directory that exists (`run` creates it, the
+    /// runtime would too): look it up in the container's own view of its filesystem.
+    fn check_exec_cwd(&self, id: &str, cwd: &str) -> Result<()> {
+        let Some(pid) = self.init_pid(id) else {
+            return Ok(());
+        };
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        let Ok(path) = shoal_runtime::paths::secure_join(&root, Path::new(cwd)) else {
+            return Ok(());
+        };
+        if path.is_dir() {
+            return Ok(());
+        }
+        let why = if path.exists() {
+            "not a directory"
+        } else {
+            "no such file or directory"
+        };
+        Err(Error::InvalidArgument(format!(
+            "chdir to cwd ({cwd:?}) set in config.json failed: {why}"
+        )))
     }
 
     /// Start a process in a running container; events stream its output and end with its

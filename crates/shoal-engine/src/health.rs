@@ -166,13 +166,21 @@ impl Engine {
         let mut out = child.stdout.take();
         let mut err = child.stderr.take();
         let collect = async {
-            let mut buf = Vec::new();
-            if let Some(o) = out.as_mut() {
-                let _ = o.read_to_end(&mut buf).await;
-            }
-            if let Some(e) = err.as_mut() {
-                let _ = e.read_to_end(&mut buf).await;
-            }
+            // Both at once, so a probe that fills one pipe while we wait on the other does
+            // not hang until the timeout.
+            let (mut buf, mut ebuf) = (Vec::new(), Vec::new());
+            let read_out = async {
+                if let Some(o) = out.as_mut() {
+                    let _ = o.read_to_end(&mut buf).await;
+                }
+            };
+            let read_err = async {
+                if let Some(e) = err.as_mut() {
+                    let _ = e.read_to_end(&mut ebuf).await;
+                }
+            };
+            tokio::join!(read_out, read_err);
+            buf.extend_from_slice(&ebuf);
             let status = child.wait().await;
             (status, buf)
         };
@@ -190,24 +198,58 @@ impl Engine {
                     .unwrap_or_else(|| "the probe could not be started".into()),
             ),
             Err(_) => {
-                // Kill the probe inside the container; the runtime process follows.
+                // Kill the probe inside the container with everything it started (`sh -c
+                // 'a; b'` forks): the runtime makes an exec'd process a session and group
+                // leader, and a shell without job control keeps its children in that group.
+                // The runtime process follows.
                 if let Some(pid) = std::fs::read_to_string(&files.pid)
                     .ok()
                     .and_then(|s| s.trim().parse::<i32>().ok())
+                    .filter(|p| *p > 1)
                 {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                    use nix::sys::signal::{kill, killpg, Signal};
+                    let pid = nix::unistd::Pid::from_raw(pid);
+                    let _ = killpg(pid, Signal::SIGKILL);
+                    let _ = kill(pid, Signal::SIGKILL);
                 }
                 (
                     -1,
-                    format!("Health check exceeded timeout ({}s)", timeout.as_secs_f64()),
+                    format!("Health check exceeded timeout ({})", go_duration(timeout)),
                 )
             }
         };
         files.remove();
         outcome
+    }
+}
+
+/// A duration as Go prints one (`300ms`, `30s`, `1m30s`, `1.5s`), since docker's timeout
+/// message shows the probe timeout that way.
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    match ns {
+        0 => "0s".into(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", trim(format!("{:.3}", n as f64 / 1e3))),
+        n if n < 1_000_000_000 => format!("{}ms", trim(format!("{:.6}", n as f64 / 1e6))),
+        n => {
+            let secs = n as f64 / 1e9;
+            let (h, rest) = ((secs / 3600.0).floor(), secs % 3600.0);
+            let (m, s) = ((rest / 60.0).floor(), rest % 60.0);
+            let s = format!("{}s", trim(format!("{s:.9}")));
+            match (h as u64, m as u64) {
+                (0, 0) => s,
+                (0, m) => format!("{m}m{s}"),
+                (h, m) => format!("{h}h{m}m{s}"),
+            }
+        }
     }
 }
 
@@ -243,6 +285,17 @@ mod tests {
             next_health(&h("unhealthy", 5), 0, 3, false).failing_streak,
             0
         );
+    }
+
+    #[test]
+    fn timeouts_print_like_go() {
+        let ms = Duration::from_millis;
+        assert_eq!(go_duration(ms(300)), "300ms");
+        assert_eq!(go_duration(ms(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_micros(1500)), "1.5ms");
     }
 
     #[test]

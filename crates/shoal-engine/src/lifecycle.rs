@@ -1,6 +1,7 @@
 //! start, stop, kill, restart, remove, wait, and what happens when a container exits.
 
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,18 @@ impl Engine {
     pub async fn start(&self, reference: &str) -> Result<()> {
         let entry = self.lookup(reference)?;
         let _op = entry.op.lock().await;
+        self.reset_restart_manager(&entry)?;
         self.start_locked(&entry, false).await.map(|_| ())
+    }
+
+    /// A user's start or restart: the policy starts counting again (docker's
+    /// ResetRestartManager(true)).
+    pub(crate) fn reset_restart_manager(&self, entry: &Arc<Entry>) -> Result<()> {
+        if entry.status() != ContainerStatus::Running {
+            self.update(entry, |r| r.restart_count = 0)?;
+            *entry.backoff.lock().expect("backoff lock") = None;
+        }
+        Ok(())
     }
 
     /// Start, returning a connection to the shim's attach socket made before the program
@@ -72,6 +84,9 @@ impl Engine {
         let result = self.start_mounted(entry, &c, &dirs, attach).await;
         if let Err(e) = &result {
             let _ = dirs.unmount();
+            for m in c.mount_points.iter().filter(|m| m.r#type == "volume") {
+                self.unmount_volume_if_unused(&m.name);
+            }
             let (message, exit_code) = match e {
                 Error::StartFailed { message, exit_code } => (message.clone(), *exit_code),
                 other => (other.to_string(), 128),
@@ -96,9 +111,19 @@ impl Engine {
         let id = &c.id;
         let config = c.config.clone().unwrap_or_default();
         let host = c.host_config.clone().unwrap_or_default();
-        let mut user = user::resolve(&dirs.merged, &config.user)?;
+        // Volumes first: the user database may come from a mount (-v ./passwd:/etc/passwd).
+        self.prepare_volumes(&c.mount_points, &dirs.merged)?;
+        let view = user::RootView {
+            rootfs: &dirs.merged,
+            mounts: c
+                .mount_points
+                .iter()
+                .map(|m| (m.destination.as_str(), Path::new(m.source.as_str())))
+                .collect(),
+        };
+        let mut user = user::resolve(&view, &config.user)?;
         for g in &host.group_add {
-            let gid = user::resolve_group(&dirs.merged, g)?;
+            let gid = user::resolve_group(&view, g)?;
             if !user.additional_gids.contains(&gid) {
                 user.additional_gids.push(gid);
             }
@@ -107,7 +132,6 @@ impl Engine {
         let seccomp = crate::security::seccomp(&host, &caps)?;
         let init_path = cfg.init_binary();
         let init_binary = host.init.then_some(init_path.as_path());
-        self.prepare_volumes(&c.mount_points, &dirs.merged)?;
         let host_network = host.network_mode == "host";
         let hostname = if host_network && config.hostname == id[..12] {
             nix::unistd::gethostname()
@@ -393,7 +417,7 @@ impl Engine {
                 ShimInfo {
                     shim_pid: c.shim_pid,
                     shim_start_time: c.shim_start_time,
-                                        init_pid: c.state.as_ref().map_or(0, |s| s.pid),
+                    init_pid: c.state.as_ref().map_or(0, |s| s.pid),
                 },
             );
             // Health checks resume where the previous daemon left them.
@@ -503,6 +527,7 @@ impl Engine {
         let entry = self.lookup(reference)?;
         let _op = entry.op.lock().await;
         self.stop_locked(&entry, timeout).await?;
+        self.reset_restart_manager(&entry)?;
         self.start_locked(&entry, false).await?;
         self.emit("restart", &entry.id, &[]);
         Ok(())
@@ -528,6 +553,8 @@ impl Engine {
                     c.name
                 )));
             }
+            // Like a stop: the kill must not trigger the restart policy.
+            self.update(&entry, |r| r.manually_stopped = true)?;
             let rx = entry.state.subscribe();
             self.runtime_signal(&c.id, Signal::SIGKILL, true).await;
             if !wait_not_running(rx, Some(Duration::from_secs(30))).await {

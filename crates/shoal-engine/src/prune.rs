@@ -47,10 +47,20 @@ pub fn matches_filters(
         match k.as_str() {
             "label" => label_match(),
             "label!" => !label_match(),
-            "until" => created < v.as_str(),
+            "until" => before(created, v),
             _ => true,
         }
     })
+}
+
+/// `created` is before `until`, both RFC 3339 (compared as times: precisions and offsets
+/// may differ); a time that does not parse is compared as text.
+fn before(created: &str, until: &str) -> bool {
+    let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    match (parse(created), parse(until)) {
+        (Some(c), Some(u)) => c < u,
+        _ => created < until,
+    }
 }
 
 impl Engine {
@@ -198,6 +208,18 @@ mod tests {
             &labels,
             "2026-07-01T00:00:00Z",
             &f("until", "2026-06-01T00:00:00Z")
+        ));
+        // Times, not text: half a second after `until` is not before it, whatever the
+        // precision or offset of either.
+        assert!(!matches_filters(
+            &labels,
+            "2026-06-01T00:00:00.5Z",
+            &f("until", "2026-06-01T00:00:00Z")
+        ));
+        assert!(matches_filters(
+            &labels,
+            "2026-06-01T00:00:00.5Z",
+            &f("until", "2026-06-01T02:00:01+02:00")
         ));
     }
 }

@@ -30,12 +30,50 @@ struct GroupEntry {
 /// Largest passwd/group file read (docker limits these reads too).
 const MAX_DB_FILE: u64 = 1 << 20;
 
-/// Read a file of the image as the container would see it: symlinks resolved inside the
-/// rootfs, only a regular file, at most [`MAX_DB_FILE`] bytes. A missing or odd file reads as
-/// empty, as docker treats a missing /etc/passwd.
-fn read_in_root(rootfs: &Path, path: &str) -> Result<String> {
+/// The container's filesystem as its user database will be read before it starts: the
+/// rootfs with the container's bind and volume mounts on top (a `-v ./passwd:/etc/passwd`
+/// must count, as it does when runc resolves the user inside the container).
+pub struct RootView<'a> {
+    pub rootfs: &'a Path,
+    /// (destination in the container, source on the host)
+    pub mounts: Vec<(&'a str, &'a Path)>,
+}
+
+impl<'a> RootView<'a> {
+    pub fn plain(rootfs: &'a Path) -> Self {
+        RootView {
+            rootfs,
+            mounts: Vec::new(),
+        }
+    }
+
+    /// Host path of `path` in the container: through the mount with the longest covering
+    /// destination, else inside the rootfs; symlinks stay inside what they resolve in.
+    fn host_path(&self, path: &str) -> Option<std::path::PathBuf> {
+        let covering = self
+            .mounts
+            .iter()
+            .filter(|(dest, _)| {
+                path == *dest || path.starts_with(&format!("{}/", dest.trim_end_matches('/')))
+            })
+            .max_by_key(|(dest, _)| dest.len());
+        match covering {
+            Some((dest, source)) if path == *dest => Some(source.to_path_buf()),
+            Some((dest, source)) => {
+                let rest = &path[dest.trim_end_matches('/').len()..];
+                shoal_runtime::paths::secure_join(source, Path::new(rest)).ok()
+            }
+            None => shoal_runtime::paths::secure_join(self.rootfs, Path::new(path)).ok(),
+        }
+    }
+}
+
+/// Read a file as the container would see it: symlinks resolved inside the container, only a
+/// regular file, at most [`MAX_DB_FILE`] bytes. A missing or odd file reads as empty, as
+/// docker treats a missing /etc/passwd.
+fn read_in_root(view: &RootView<'_>, path: &str) -> Result<String> {
     use std::io::Read;
-    let Ok(resolved) = shoal_runtime::paths::secure_join(rootfs, Path::new(path)) else {
+    let Some(resolved) = view.host_path(path) else {
         return Ok(String::new());
     };
     match std::fs::symlink_metadata(&resolved) {
@@ -58,8 +96,8 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<String> {
     Ok(text)
 }
 
-fn read_passwd(rootfs: &Path) -> Result<Vec<PasswdEntry>> {
-    let text = read_in_root(rootfs, "/etc/passwd")?;
+fn read_passwd(view: &RootView<'_>) -> Result<Vec<PasswdEntry>> {
+    let text = read_in_root(view, "/etc/passwd")?;
     Ok(text
         .lines()
         .filter_map(|l| {
@@ -77,8 +115,8 @@ fn read_passwd(rootfs: &Path) -> Result<Vec<PasswdEntry>> {
         .collect())
 }
 
-fn read_group(rootfs: &Path) -> Result<Vec<GroupEntry>> {
-    let text = read_in_root(rootfs, "/etc/group")?;
+fn read_group(view: &RootView<'_>) -> Result<Vec<GroupEntry>> {
+    let text = read_in_root(view, "/etc/group")?;
     Ok(text
         .lines()
         .filter_map(|l| {
@@ -104,11 +142,11 @@ fn read_group(rootfs: &Path) -> Result<Vec<GroupEntry>> {
 }
 
 /// A group by name (from the image's /etc/group) or number, for --group-add.
-pub fn resolve_group(rootfs: &Path, group: &str) -> Result<u32> {
+pub fn resolve_group(view: &RootView<'_>, group: &str) -> Result<u32> {
     if let Ok(n) = group.parse::<u32>() {
         return Ok(n);
     }
-    read_group(rootfs)?
+    read_group(view)?
         .iter()
         .find(|g| g.name == group)
         .map(|g| g.gid)
@@ -120,13 +158,13 @@ pub fn resolve_group(rootfs: &Path, group: &str) -> Result<u32> {
 }
 
 /// `spec` is `user`, `uid`, `user:group`, `uid:gid` or empty (root).
-pub fn resolve(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
+pub fn resolve(view: &RootView<'_>, spec: &str) -> Result<ResolvedUser> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = read_passwd(rootfs)?;
-    let groups = read_group(rootfs)?;
+    let passwd = read_passwd(view)?;
+    let groups = read_group(view)?;
     let user = if user.is_empty() { "0" } else { user };
     let entry = match user.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|e| e.uid == uid),
@@ -197,7 +235,7 @@ mod tests {
     #[test]
     fn resolves_names_numbers_and_groups() {
         let d = rootfs();
-        let r = |s| resolve(d.path(), s);
+        let r = |s| resolve(&RootView::plain(d.path()), s);
         assert_eq!(
             r("").unwrap(),
             ResolvedUser {
@@ -229,7 +267,9 @@ mod tests {
         std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
         // An absolute symlink resolves inside the rootfs, never to the host's file.
         std::os::unix::fs::symlink("/etc/hostname", d.path().join("etc/passwd")).unwrap();
-        let err = resolve(d.path(), "root").unwrap_err().to_string();
+        let err = resolve(&RootView::plain(d.path()), "root")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unable to find user root"), "{err}");
         // A FIFO is refused instead of blocking the daemon.
         std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
@@ -238,7 +278,9 @@ mod tests {
             nix::sys::stat::Mode::from_bits_truncate(0o644),
         )
         .unwrap();
-        let err = resolve(d.path(), "root").unwrap_err().to_string();
+        let err = resolve(&RootView::plain(d.path()), "root")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a regular file"), "{err}");
     }
 }

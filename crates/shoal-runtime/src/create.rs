@@ -281,7 +281,12 @@ pub(crate) fn start_init(
             )))
         }
     };
-    parent_side(pid, &parent_sock)?;
+    if let Err(e) = parent_side(pid, &parent_sock) {
+        // The child is ours (CLONE_PARENT): do not leave it running or as a zombie.
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        let _ = waitpid(Pid::from_raw(pid), None);
+        return Err(e);
+    }
     Ok(pid)
 }
 

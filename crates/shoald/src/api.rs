@@ -722,13 +722,26 @@ impl EngineApi for Api {
     ) -> Result<Response<Self::EventsStream>, Status> {
         let r = req.into_inner();
         let filters = flatten_filters(&r.filters);
-        let since = (!r.since.is_empty()).then_some(r.since.as_str());
-        let mut sub = self.engine.events(since);
-        let until = r.until.clone();
+        // Event times are RFC 3339 UTC with nanoseconds and compare as text; bring the
+        // bounds to that form first (a client may send any offset or precision).
+        let since = event_time("since", &r.since)?;
+        let until = event_time("until", &r.until)?;
+        let mut sub = self
+            .engine
+            .events((!since.is_empty()).then_some(since.as_str()));
         let (tx, rx) = mpsc::channel(256);
         tokio::spawn(async move {
             let keep =
                 |e: &Event| event_matches(e, &filters) && (until.is_empty() || e.time <= until);
+            // The live subscription started before the history was copied: an event
+            // published in between is in both; send it once.
+            let sent: std::collections::HashSet<(String, String, String)> = sub
+                .past
+                .iter()
+                .map(|e| (e.time.clone(), e.id.clone(), e.action.clone()))
+                .collect();
+            let seen_before =
+                |e: &Event| sent.contains(&(e.time.clone(), e.id.clone(), e.action.clone()));
             for e in sub.past.drain(..) {
                 if keep(&e) && tx.send(Ok(e)).await.is_err() {
                     return;
@@ -750,7 +763,7 @@ impl EngineApi for Api {
                 };
                 match next {
                     Ok(e) => {
-                        if keep(&e) && tx.send(Ok(e)).await.is_err() {
+                        if keep(&e) && !seen_before(&e) && tx.send(Ok(e)).await.is_err() {
                             return;
                         }
                     }
@@ -812,6 +825,19 @@ impl EngineApi for Api {
             space_reclaimed,
         }))
     }
+}
+
+/// An events bound as the engine's event times are written, or "" when not given.
+fn event_time(what: &str, t: &str) -> Result<String, Status> {
+    if t.is_empty() {
+        return Ok(String::new());
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        })
+        .map_err(|e| Status::invalid_argument(format!("invalid {what} time {t:?}: {e}")))
 }
 
 fn flatten_filters(

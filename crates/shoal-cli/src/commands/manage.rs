@@ -45,7 +45,25 @@ pub struct ExecArgs {
     command: Vec<String>,
 }
 
+/// `-e KEY=VAL` as is; `-e KEY` takes this shell's value or is dropped when unset (docker).
+fn exec_env(entries: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in entries {
+        let key = e.split('=').next().unwrap_or_default();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            bail!("invalid environment variable {e:?}");
+        }
+        if e.contains('=') {
+            out.push(e.clone());
+        } else if let Ok(v) = std::env::var(key) {
+            out.push(format!("{key}={v}"));
+        }
+    }
+    Ok(out)
+}
+
 pub async fn exec(host: &str, args: ExecArgs) -> Result<i32> {
+    let env = exec_env(&args.env)?;
     let mut client = connect(host).await?;
     let (tx, rx) = mpsc::channel::<ExecInput>(64);
     let size = if args.tty { terminal_size() } else { None };
@@ -53,7 +71,7 @@ pub async fn exec(host: &str, args: ExecArgs) -> Result<i32> {
         input: Some(exec_input::Input::Start(ExecStart {
             id: args.container.clone(),
             cmd: args.command.clone(),
-            env: args.env.clone(),
+            env,
             user: args.user.clone().unwrap_or_default(),
             working_dir: args.workdir.clone().unwrap_or_default(),
             tty: args.tty,
@@ -191,7 +209,7 @@ pub async fn stats(host: &str, args: StatsArgs) -> Result<i32> {
                     "{}",
                     serde_json::json!({
                         "ID": short_id(&s.id), "Name": s.name, "CPUPerc": format!("{:.2}%", s.cpu_percent),
-                        "MemUsage": format!("{} / {}", human_size(s.memory_usage), human_size(limit)),
+                        "MemUsage": format!("{} / {}", binary_size(s.memory_usage), binary_size(limit)),
                         "MemPerc": format!("{mem_pct:.2}%"), "PIDs": s.pids.to_string(),
                         "NetIO": format!("{} / {}", human_size(s.net_rx), human_size(s.net_tx)),
                         "BlockIO": format!("{} / {}", human_size(s.block_read), human_size(s.block_write)),
@@ -203,7 +221,7 @@ pub async fn stats(host: &str, args: StatsArgs) -> Result<i32> {
                 short_id(&s.id),
                 s.name,
                 format!("{:.2}%", s.cpu_percent),
-                format!("{} / {}", human_size(s.memory_usage), human_size(limit)),
+                format!("{} / {}", binary_size(s.memory_usage), binary_size(limit)),
                 format!("{mem_pct:.2}%"),
                 format!("{} / {}", human_size(s.net_rx), human_size(s.net_tx)),
                 format!(
@@ -238,6 +256,29 @@ pub async fn stats(host: &str, args: StatsArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// docker's units.BytesSize, which `docker stats` uses for memory: binary units, four
+/// significant digits ("64MiB", "412.1KiB").
+fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    let int_digits = match v {
+        v if v >= 1000.0 => 4,
+        v if v >= 100.0 => 3,
+        v if v >= 10.0 => 2,
+        _ => 1,
+    };
+    let mut n = format!("{:.*}", 4 - int_digits, v);
+    if n.contains('.') {
+        n = n.trim_end_matches('0').trim_end_matches('.').to_string();
+    }
+    format!("{n}{}", UNITS[i])
 }
 
 #[derive(Args)]
@@ -289,7 +330,7 @@ pub struct UpdateArgs {
     #[arg(long)]
     cpus: Option<String>,
     /// Maximum number of processes (-1 for unlimited).
-    #[arg(long = "pids-limit")]
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pids_limit: Option<i64>,
     /// Restart policy.
     #[arg(long)]
@@ -351,10 +392,14 @@ pub fn prune_filters(
         if !matches!(k, "label" | "label!" | "until") {
             bail!("invalid filter {k:?}: use label, label! or until");
         }
-        out.entry(k.to_string())
-            .or_default()
-            .values
-            .push(v.to_string());
+        // docker's until= takes a timestamp or a duration ago; the daemon compares RFC 3339.
+        let v = if k == "until" {
+            super::system::time_arg(v)
+                .map_err(|e| anyhow::anyhow!("invalid filter until={v:?}: {e}"))?
+        } else {
+            v.to_string()
+        };
+        out.entry(k.to_string()).or_default().values.push(v);
     }
     Ok(out)
 }
@@ -391,4 +436,19 @@ pub async fn container_prune(host: &str, args: PruneArgs) -> Result<i32> {
     }
     println!("Total reclaimed space: {}", human_size(r.space_reclaimed));
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::binary_size;
+
+    #[test]
+    fn memory_sizes_like_docker_stats() {
+        assert_eq!(binary_size(0), "0B");
+        assert_eq!(binary_size(1000), "1000B");
+        assert_eq!(binary_size(64 << 20), "64MiB");
+        assert_eq!(binary_size(422_000), "412.1KiB");
+        assert_eq!(binary_size(1536 << 20), "1.5GiB");
+        assert_eq!(binary_size(25_300_000_000), "23.56GiB");
+    }
 }

@@ -139,11 +139,13 @@ pub struct EventsArgs {
     format: Option<String>,
 }
 
-/// `--since`/`--until` as RFC 3339: given as such, Unix seconds, or a duration ago.
-fn time_arg(s: &str) -> Result<String> {
+/// `--since`/`--until` (and prune's `until=`) as RFC 3339 in UTC with nanoseconds, the
+/// daemon's own format, so times compare as the daemon's do: given as RFC 3339 (any offset,
+/// any precision), Unix seconds, or a duration ago.
+pub(crate) fn time_arg(s: &str) -> Result<String> {
     use chrono::{DateTime, Utc};
-    if s.parse::<DateTime<Utc>>().is_ok() {
-        return Ok(s.to_string());
+    if let Ok(t) = s.parse::<DateTime<Utc>>() {
+        return Ok(t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
     }
     if let Ok(secs) = s.parse::<f64>() {
         let t = DateTime::<Utc>::from_timestamp(secs as i64, ((secs.fract()) * 1e9) as u32)
@@ -201,11 +203,23 @@ pub async fn events(host: &str, args: EventsArgs) -> Result<i32> {
     let mut out = std::io::stdout();
     while let Some(ev) = stream.message().await.map_err(err)? {
         if json {
-            writeln!(
-                out,
-                "{}",
-                json!({"Type": ev.r#type, "Action": ev.action, "Actor": {"ID": ev.id, "Attributes": ev.attributes}, "time": ev.time})
-            )?;
+            // docker's event message: `time` in Unix seconds and `timeNano` in nanoseconds,
+            // plus the old top-level status/id/from of container events.
+            let nanos = chrono::DateTime::parse_from_rfc3339(&ev.time)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(0);
+            let mut doc = json!({
+                "Type": ev.r#type, "Action": ev.action,
+                "Actor": {"ID": ev.id, "Attributes": ev.attributes},
+                "scope": "local", "time": nanos / 1_000_000_000, "timeNano": nanos,
+            });
+            if ev.r#type == "container" {
+                doc["status"] = json!(ev.action);
+                doc["id"] = json!(ev.id);
+                doc["from"] = json!(ev.attributes.get("image").cloned().unwrap_or_default());
+            }
+            writeln!(out, "{doc}")?;
         } else {
             let mut attrs: Vec<String> = ev
                 .attributes
