@@ -39,8 +39,17 @@ pub fn ago(time: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The STATUS column of `shoal ps`.
+/// The STATUS column of `shoal ps`, with the health as docker shows it.
 pub fn status_text(st: &ContainerState) -> String {
+    let base = base_status(st);
+    match (st.status(), st.health.as_ref().map(|h| h.status.as_str())) {
+        (ContainerStatus::Running, Some("starting")) => format!("{base} (health: starting)"),
+        (ContainerStatus::Running, Some(h)) if !h.is_empty() => format!("{base} ({h})"),
+        _ => base,
+    }
+}
+
+fn base_status(st: &ContainerState) -> String {
     match st.status() {
         ContainerStatus::Running => format!(
             "Up {}",

@@ -414,3 +414,27 @@ fn health_checks_go_on_after_a_daemon_restart() {
         || health_status(&d, "steady") == "unhealthy",
     );
 }
+
+#[test]
+fn ps_shows_the_health_like_docker() {
+    let d = Daemon::start();
+    d.load_busybox();
+    d.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "hps",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "200ms",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    shoal_testkit::wait_until(
+        "ps shows (healthy)",
+        std::time::Duration::from_secs(10),
+        || d.ok(&["ps", "--filter", "name=hps"]).contains("(healthy)"),
+    );
+}
