@@ -71,16 +71,37 @@ pub fn seccomp(host: &HostConfig, caps: &[String]) -> Result<Option<Value>> {
     if host.privileged || host.seccomp_profile == "unconfined" {
         return Ok(None);
     }
+    if host.seccomp_profile.is_empty() {
+        return Ok(Some(default_profile(caps)));
+    }
     let caps: HashSet<String> = caps.iter().cloned().collect();
-    let profile = if host.seccomp_profile.is_empty() {
-        shoal_runtime::seccomp::docker_default_profile(&caps)
-    } else {
-        shoal_runtime::seccomp::parse_docker_profile(&host.seccomp_profile, &caps)
-            .map_err(|e| Error::InvalidArgument(format!("invalid seccomp profile: {e}")))?
-    };
+    let profile = shoal_runtime::seccomp::parse_docker_profile(&host.seccomp_profile, &caps)
+        .map_err(|e| Error::InvalidArgument(format!("invalid seccomp profile: {e}")))?;
     serde_json::to_value(profile)
         .map(Some)
         .map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// docker's default profile for a capability set, built once per set: building it is
+/// milliseconds of work that every container start would otherwise repeat.
+fn default_profile(caps: &[String]) -> Value {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<Vec<String>, Value>>> = OnceLock::new();
+    let mut key = caps.to_vec();
+    key.sort();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().expect("profile cache lock").get(&key) {
+        return v.clone();
+    }
+    let set: HashSet<String> = key.iter().cloned().collect();
+    let v = serde_json::to_value(shoal_runtime::seccomp::docker_default_profile(&set))
+        .expect("the default profile serialises");
+    cache
+        .lock()
+        .expect("profile cache lock")
+        .insert(key, v.clone());
+    v
 }
 
 /// `--ulimit nofile=1024:2048` as OCI rlimits.

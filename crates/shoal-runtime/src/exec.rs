@@ -105,6 +105,10 @@ pub fn exec(container: &Container, opts: &ExecOptions, console: Option<UnixStrea
     let preserve = opts.preserve_fds;
     // The exec'd process gets the container's filter too (a process.json cannot bring one).
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    // Compile here, on the host: the exec'd process finds the result in its copy of our memory.
+    if let Some(s) = seccomp {
+        crate::seccomp::compile(s)?;
+    }
     let child_main = |sock: &SyncSocket| exec_child(process, seccomp, console_fd, preserve, sock);
     let pid = start_init(&plan, CloneFlags::empty(), &child_main, |pid, sock| {
         let placed = cgroup.add_process(pid);

@@ -154,7 +154,7 @@ pub(crate) fn finalize(
     profile: Option<&LinuxSeccomp>,
 ) -> Result<(ExecPlan, Option<Program>)> {
     process::enter_cwd(process)?;
-    let mut filter = profile.map(seccomp::compile).transpose()?;
+    let mut filter = profile.map(seccomp::compile_in_container).transpose()?;
     process::drop_bounding(process.capabilities().as_ref())?;
     if process.no_new_privileges() != Some(true) {
         if let Some(f) = filter.take() {

@@ -65,6 +65,29 @@ fn default_capabilities_seccomp_and_masked_paths() {
     );
     let (_, out, _) = run(&d, &["busybox", "sh", "-c", "cat /proc/kcore >/dev/null 2>&1 && echo kcore-readable; wc -c < /proc/keys; wc -c < /proc/timer_list; echo 1 > /proc/sysrq-trigger 2>/dev/null && echo sysrq-writable; echo done"]);
     assert_eq!(out, "0\n0\ndone\n");
+    // The runtime's caches live on the host, never in the container's filesystem.
+    d.ok(&["run", "--name", "clean", "busybox", "true"]);
+    let (_, out, _) = run(
+        &d,
+        &[
+            "busybox",
+            "sh",
+            "-c",
+            "ls -d /run/shoal-runc 2>/dev/null || echo absent",
+        ],
+    );
+    assert_eq!(out, "absent\n");
+    let upper = d.data_root().join("containers");
+    let leaked = std::process::Command::new("find")
+        .arg(&upper)
+        .args(["-path", "*/fs/upper/run*"])
+        .output()
+        .unwrap();
+    assert!(
+        leaked.stdout.is_empty(),
+        "nothing written into a container's rootfs: {}",
+        String::from_utf8_lossy(&leaked.stdout)
+    );
     let (_, out, _) = run(&d, &["busybox", "sh", "-c", "echo x > /sys/fs/cgroup/memory/release_agent 2>/dev/null && echo writable || echo refused"]);
     assert_eq!(out, "refused\n", "cgroup release_agent is not writable");
 }

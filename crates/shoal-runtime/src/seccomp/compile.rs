@@ -31,7 +31,45 @@ use crate::error::{Error, Result};
 
 /// Compile `seccomp` for this machine. The profile should have passed
 /// [`super::validate`]; what it would have refused is refused here too.
+///
+/// The result is remembered in this process (the container's processes are forked from the
+/// runtime after it validated the profile, so they find it there) and in an on-disk cache for
+/// the next runtime invocation.
 pub fn compile(seccomp: &LinuxSeccomp) -> Result<Program> {
+    compile_with(seccomp, true)
+}
+
+/// For the container's own processes, after pivot_root: never touch the (host) disk cache.
+pub(crate) fn compile_in_container(seccomp: &LinuxSeccomp) -> Result<Program> {
+    compile_with(seccomp, false)
+}
+
+fn compile_with(seccomp: &LinuxSeccomp, disk: bool) -> Result<Program> {
+    use std::sync::Mutex;
+    static MEMO: Mutex<Option<(String, Program)>> = Mutex::new(None);
+    let profile = serde_json::to_vec(seccomp).map_err(|e| Error::Init(format!("seccomp: {e}")))?;
+    let key = super::cache::key(&profile);
+    if let Some((k, p)) = MEMO.lock().expect("seccomp memo").as_ref() {
+        if *k == key {
+            return Ok(p.clone());
+        }
+    }
+    let cached = if disk { super::cache::load(&key) } else { None };
+    let program = match cached {
+        Some(p) => p,
+        None => {
+            let p = compile_uncached(seccomp)?;
+            if disk {
+                super::cache::store(&key, &p);
+            }
+            p
+        }
+    };
+    *MEMO.lock().expect("seccomp memo") = Some((key, program.clone()));
+    Ok(program)
+}
+
+fn compile_uncached(seccomp: &LinuxSeccomp) -> Result<Program> {
     let default = action(seccomp.default_action(), seccomp.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(scmp("create a filter"))?;
     ctx.set_ctl_nnp(false)

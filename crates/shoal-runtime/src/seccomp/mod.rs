@@ -31,6 +31,7 @@
 //!   fifo's open and write, rt_sigprocmask/rt_sigaction, close_range and execve. Such a
 //!   profile must allow them (docker's does), as it must under runc.
 
+mod cache;
 mod compile;
 mod docker;
 mod docker_default;
@@ -40,6 +41,7 @@ mod validate;
 use serde_json::{json, Value};
 
 pub use compile::compile;
+pub(crate) use compile::compile_in_container;
 pub use docker::{parse_docker_profile, parse_docker_profile_for, Platform};
 pub use docker_default::{docker_default_profile, docker_default_profile_for};
 pub use program::Program;

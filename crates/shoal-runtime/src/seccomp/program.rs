@@ -18,6 +18,7 @@ use crate::error::{Context, Error, Result};
 const MAX_INSNS: usize = 4096;
 
 /// A BPF program ready for `seccomp(SECCOMP_SET_MODE_FILTER)`.
+#[derive(Clone)]
 pub struct Program {
     insns: Vec<libc::sock_filter>,
     /// SECCOMP_FILTER_FLAG_* bits from `linux.seccomp.flags`.
@@ -73,6 +74,52 @@ impl Program {
             )));
         }
         Ok(Program {
+            insns,
+            flags,
+            unknown,
+        })
+    }
+
+    /// Bytes for the compile cache: flags, unknown names, instructions.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.insns.len() * 8);
+        out.extend_from_slice(&(self.flags as u64).to_le_bytes());
+        let names = self.unknown.join("\n");
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        out.extend_from_slice(names.as_bytes());
+        for i in &self.insns {
+            out.extend_from_slice(&i.code.to_le_bytes());
+            out.push(i.jt);
+            out.push(i.jf);
+            out.extend_from_slice(&i.k.to_le_bytes());
+        }
+        out
+    }
+
+    /// The inverse of [`Program::encode`]; `None` for anything malformed.
+    pub(super) fn decode(b: &[u8]) -> Option<Program> {
+        let flags = u64::from_le_bytes(b.get(0..8)?.try_into().ok()?) as libc::c_ulong;
+        let n = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?) as usize;
+        let names = std::str::from_utf8(b.get(12..12 + n)?).ok()?;
+        let unknown = names
+            .split('\n')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        let rest = b.get(12 + n..)?;
+        if rest.is_empty() || rest.len() % 8 != 0 || rest.len() / 8 > MAX_INSNS {
+            return None;
+        }
+        let insns = rest
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_le_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        Some(Program {
             insns,
             flags,
             unknown,
