@@ -83,6 +83,7 @@ impl Program {
     /// Bytes for the compile cache: flags, unknown names, instructions.
     pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 + self.insns.len() * 8);
+        #[allow(clippy::unnecessary_cast)] // c_ulong is u32 on 32-bit targets
         out.extend_from_slice(&(self.flags as u64).to_le_bytes());
         let names = self.unknown.join("\n");
         out.extend_from_slice(&(names.len() as u32).to_le_bytes());
