@@ -5,9 +5,11 @@ set -euo pipefail
 
 packages=(
   busybox-static   # the test image and the quickstart's demo image are built from it
-  iproute2         # ip, for network namespaces in tests
-  nftables         # nft, for inspecting shoal's rules in tests
-    procps           # ps, used by `shoal-runc ps`
+  iproute2         # ip, for looking at links and routes in tests
+  nftables         # nft: shoald loads its NAT and filter rules with it
+  iptables         # tests play docker's FORWARD-DROP policy; shoald keeps its accepts there
+  util-linux       # nsenter and unshare, for the tests' stand-in hosts
+  procps           # ps, used by `shoal-runc ps`
   docker.io        # the interoperability test: docker load/save against shoal's archives
   gcc libc6-dev    # zstd-sys compiles a little C
   libseccomp-dev pkg-config  # shoal-runtime links libseccomp for seccomp filters
@@ -26,6 +28,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "cargo not found: install a Rust toolchain (1.85 or newer), e.g. with rustup, then re-run" >&2
+  echo "cargo not found: install a Rust toolchain (1.88 or newer), e.g. with rustup, then re-run" >&2
   exit 1
 fi

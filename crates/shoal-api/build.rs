@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::env::set_var("PROTOC", protoc);
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
+        "shoal/v1/network.proto",
         "shoal/v1/container.proto",
         "shoal/v1/image.proto",
         "shoal/v1/engine.proto",

@@ -32,7 +32,7 @@ pub fn container(c: &Container) -> Value {
             "Pid": st.pid,
             "ExitCode": st.exit_code,
             "Error": st.error,
-                        "Health": st.health.as_ref().map(|h| json!({
+            "Health": st.health.as_ref().map(|h| json!({
                 "Status": h.status,
                 "FailingStreak": h.failing_streak,
                 "Log": h.log.iter().map(|l| json!({"Start": l.start, "End": l.end, "ExitCode": l.exit_code, "Output": l.output})).collect::<Vec<_>>(),
@@ -43,14 +43,21 @@ pub fn container(c: &Container) -> Value {
         "Image": c.image_id,
         "LogPath": c.log_path,
         "Name": format!("/{}", c.name),
-        "RestartCount": c.restart_count,
+                "RestartCount": c.restart_count,
+        "NetworkSettings": network_settings(c),
         "Driver": "overlay",
         "HostConfig": {
-            "NetworkMode": if host.network_mode.is_empty() { "none" } else { host.network_mode.as_str() },
+                        "NetworkMode": if host.network_mode.is_empty() { "bridge" } else { host.network_mode.as_str() },
+            "PortBindings": port_bindings(&host.port_bindings),
+            "PublishAllPorts": host.publish_all_ports,
+            "Dns": host.dns,
+            "DnsSearch": host.dns_search,
+            "DnsOptions": host.dns_options,
+            "ExtraHosts": host.extra_hosts,
             "AutoRemove": host.auto_remove,
             "Memory": host.memory,
             "NanoCpus": host.nano_cpus,
-                        "PidsLimit": if host.pids_limit == 0 { Value::Null } else { json!(host.pids_limit) },
+            "PidsLimit": if host.pids_limit == 0 { Value::Null } else { json!(host.pids_limit) },
             "RestartPolicy": {
                 "Name": host.restart_policy.as_ref().map_or("no", |p| if p.name.is_empty() { "no" } else { p.name.as_str() }),
                 "MaximumRetryCount": host.restart_policy.as_ref().map_or(0, |p| p.maximum_retry_count),
@@ -88,14 +95,83 @@ pub fn container(c: &Container) -> Value {
             "WorkingDir": c.resolved_working_dir,
             "Entrypoint": list(&cfg.entrypoint),
             "Labels": cfg.labels,
-            "StopSignal": c.resolved_stop_signal,
-                        "StopTimeout": cfg.stop_timeout,
+                        "StopSignal": c.resolved_stop_signal,
+            "ExposedPorts": c.exposed_ports.iter().map(|p| (p.clone(), json!({}))).collect::<serde_json::Map<_, _>>(),
+            "StopTimeout": cfg.stop_timeout,
             "Healthcheck": c.resolved_healthcheck.as_ref().map(|h| json!({
                 "Test": h.test, "Interval": h.interval_ns, "Timeout": h.timeout_ns,
                 "StartPeriod": h.start_period_ns, "Retries": h.retries,
             })),
         },
     })
+}
+
+/// docker's NetworkSettings: endpoints by network, and ports (exposed ones without a
+/// binding map to null).
+fn network_settings(c: &Container) -> Value {
+    let mut ports = serde_json::Map::new();
+    for e in &c.exposed_ports {
+        ports.insert(e.clone(), Value::Null);
+    }
+    for b in &c.ports {
+        let key = format!("{}/{}", b.container_port, b.protocol);
+        let entry = json!({
+            "HostIp": if b.host_ip.is_empty() { "0.0.0.0" } else { b.host_ip.as_str() },
+            "HostPort": b.host_port.to_string(),
+        });
+        match ports.get_mut(&key) {
+            Some(Value::Array(a)) => a.push(entry),
+            _ => {
+                ports.insert(key, json!([entry]));
+            }
+        }
+    }
+    let networks: serde_json::Map<String, Value> = c
+        .networks
+        .iter()
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                json!({
+                    "NetworkID": e.network_id,
+                    "Aliases": e.aliases,
+                    "IPAMConfig": if e.requested_ip.is_empty() { Value::Null } else { json!({"IPv4Address": e.requested_ip}) },
+                    "IPAddress": e.ip_address,
+                    "IPPrefixLen": e.prefix_len,
+                    "Gateway": e.gateway,
+                    "MacAddress": e.mac_address,
+                }),
+            )
+        })
+        .collect();
+    let primary = c.networks.get("bridge");
+    json!({
+        "Ports": ports,
+        "IPAddress": primary.map(|e| e.ip_address.as_str()).unwrap_or(""),
+        "IPPrefixLen": primary.map(|e| e.prefix_len).unwrap_or(0),
+        "Gateway": primary.map(|e| e.gateway.as_str()).unwrap_or(""),
+        "MacAddress": primary.map(|e| e.mac_address.as_str()).unwrap_or(""),
+        "SandboxKey": "",
+        "Networks": networks,
+    })
+}
+
+fn port_bindings(bindings: &[shoal_api::v1::PortBinding]) -> Value {
+    let mut out = serde_json::Map::new();
+    for b in bindings {
+        let key = format!("{}/{}", b.container_port, b.protocol);
+        let entry = json!({
+            "HostIp": b.host_ip,
+            "HostPort": if b.host_port == 0 { String::new() } else { b.host_port.to_string() },
+        });
+        match out.get_mut(&key) {
+            Some(Value::Array(a)) => a.push(entry),
+            _ => {
+                out.insert(key, json!([entry]));
+            }
+        }
+    }
+    out.into()
 }
 
 fn security_opt(host: &shoal_api::v1::HostConfig) -> Vec<String> {

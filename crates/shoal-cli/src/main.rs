@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{container, image, manage, system};
+use crate::commands::{container, image, manage, network, system};
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +76,11 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(system::VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// List a container's published ports.
+    Port(network::PortArgs),
     /// Manage shoal itself: prune, df, events.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -85,7 +90,7 @@ enum Command {
     #[command(subcommand)]
     Image(image::ImageCommand),
     /// List images.
-    Images(image::LsArgs),
+    Images(commands::ListArgs),
     /// Load images from a tar archive or stdin.
     Load(image::LoadArgs),
     /// Save images to a tar archive (stdout by default).
@@ -145,6 +150,8 @@ async fn run(cli: Cli) -> i32 {
             manage::container_prune(&cli.host, a).await
         }
         Command::Volume(c) => system::volume(&cli.host, c).await,
+        Command::Network(c) => network::dispatch(&cli.host, c).await,
+        Command::Port(a) => network::port(&cli.host, a).await,
         Command::System(c) => system::dispatch(&cli.host, c).await,
         Command::Events(a) => system::events(&cli.host, a).await,
         Command::Image(c) => image::dispatch(&cli.host, c).await,

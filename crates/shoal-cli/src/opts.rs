@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use shoal_api::v1::{
-    ContainerConfig, CreateContainerRequest, HealthCheck, HostConfig, MountSpec, RestartPolicy,
-    StringList, Ulimit,
+    ContainerConfig, CreateContainerRequest, HealthCheck, HostConfig, MountSpec, PortBinding,
+    RestartPolicy, StringList, Ulimit,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -120,6 +120,33 @@ pub struct CreateFlags {
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     pub init: bool,
+    /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp].
+    #[arg(short = 'p', long = "publish")]
+    pub publish: Vec<String>,
+    /// Publish every exposed port on a random host port.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Expose a port (or range) without publishing it.
+    #[arg(long)]
+    pub expose: Vec<String>,
+    /// IPv4 address on the network given with --network.
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Alias on the network given with --network.
+    #[arg(long = "network-alias")]
+    pub network_alias: Vec<String>,
+    /// DNS server for the container.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain.
+    #[arg(long = "dns-search")]
+    pub dns_search: Vec<String>,
+    /// DNS resolver option (e.g. ndots:2).
+    #[arg(long = "dns-option")]
+    pub dns_option: Vec<String>,
+    /// Extra /etc/hosts entry: HOST:IP.
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -253,6 +280,7 @@ impl CreateFlags {
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 stop_timeout: self.stop_timeout,
                 healthcheck: self.healthcheck()?,
+                exposed_ports: self.exposed()?,
                 ..Default::default()
             }),
             host_config: Some(HostConfig {
@@ -281,12 +309,94 @@ impl CreateFlags {
                     .map(|s| parse_kv("--sysctl", s))
                     .collect::<Result<_>>()?,
                 init: self.init,
+                port_bindings: self.port_bindings()?,
+                publish_all_ports: self.publish_all,
+                dns: self
+                    .dns
+                    .iter()
+                    .map(|d| check_ip("--dns", d))
+                    .collect::<Result<_>>()?,
+                dns_search: self.dns_search.clone(),
+                dns_options: self.dns_option.clone(),
+                extra_hosts: self
+                    .add_host
+                    .iter()
+                    .map(|h| check_add_host(h))
+                    .collect::<Result<_>>()?,
             }),
+            ip: match &self.ip {
+                Some(ip) => check_ip("--ip", ip)?,
+                None => String::new(),
+            },
+            aliases: self.network_alias.clone(),
         })
     }
 }
 
+fn check_ip(flag: &str, s: &str) -> Result<String> {
+    s.parse::<std::net::Ipv4Addr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| anyhow!("invalid {flag} {s:?}: use an IPv4 address such as 10.0.0.5"))
+}
+
+/// `--add-host name:ip` (docker also accepts `name=ip`).
+fn check_add_host(s: &str) -> Result<String> {
+    let (name, ip) = s
+        .rsplit_once(['=', ':'])
+        .ok_or_else(|| anyhow!("invalid --add-host {s:?}: use HOST:IP"))?;
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        bail!("invalid --add-host {s:?}: the host name is empty or has spaces");
+    }
+    let ip = if ip == "host-gateway" {
+        ip.to_string()
+    } else {
+        check_ip("--add-host address", ip)?
+    };
+    Ok(format!("{name}:{ip}"))
+}
+
 impl CreateFlags {
+    fn port_bindings(&self) -> Result<Vec<PortBinding>> {
+        let mut out = Vec::new();
+        for p in &self.publish {
+            for spec in shoal_net::ports::parse(p)? {
+                out.push(PortBinding {
+                    container_port: spec.container_port.into(),
+                    protocol: spec.protocol.as_str().into(),
+                    host_ip: spec.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+                    host_port: spec.host_port.into(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// `--expose PORT[-PORT][/PROTO]`, ranges expanded.
+    fn exposed(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in &self.expose {
+            let (ports, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+            if !matches!(proto, "tcp" | "udp") {
+                bail!("invalid protocol {proto:?} in --expose {e:?}: use tcp or udp");
+            }
+            let one = |v: &str| -> Result<u16> {
+                match v.parse::<u16>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => bail!("invalid --expose {e:?}: ports are 1 to 65535"),
+                }
+            };
+            let (a, b) = match ports.split_once('-') {
+                Some((a, b)) => (one(a)?, one(b)?),
+                None => (one(ports)?, one(ports)?),
+            };
+            if b < a {
+                bail!("invalid --expose range {e:?}");
+            }
+            out.extend((a..=b).map(|p| format!("{p}/{proto}")));
+        }
+        Ok(out)
+    }
+
     fn mounts(&self) -> Result<Vec<MountSpec>> {
         let mut out = Vec::new();
         for v in &self.volume {

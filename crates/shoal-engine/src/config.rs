@@ -14,11 +14,28 @@ pub struct EngineConfig {
     pub runtime: PathBuf,
     /// The per-container supervisor binary (`shoal-shim`).
     pub shim: PathBuf,
+    /// The Linux bridge of the default `bridge` network.
+    pub bridge_name: String,
+    /// The nftables table (family ip) this daemon owns.
+    pub nft_table: String,
 }
 
 impl EngineConfig {
     pub fn image_root(&self) -> PathBuf {
         self.data_root.join("image")
+    }
+
+    pub fn networks_dir(&self) -> PathBuf {
+        self.data_root.join("networks")
+    }
+
+    /// Pinned network namespaces of running containers.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.exec_root.join("netns")
+    }
+
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.netns_dir().join(id)
     }
 
     pub fn containers_dir(&self) -> PathBuf {

@@ -14,6 +14,9 @@ pub struct CreateRequest {
     pub name: String,
     pub config: ContainerConfig,
     pub host_config: HostConfig,
+    /// `--ip` and `--network-alias` on the `--network` network.
+    pub ip: String,
+    pub aliases: Vec<String>,
 }
 
 /// Program and arguments from the image and the request (docker's rules):
@@ -62,7 +65,7 @@ impl Engine {
     pub async fn create(&self, req: CreateRequest) -> Result<(String, Vec<String>)> {
         let mut warnings = Vec::new();
         let cfg = req.config;
-        let host = req.host_config;
+        let mut host = req.host_config;
         if cfg.image.is_empty() {
             return Err(Error::InvalidArgument("no image given".into()));
         }
@@ -95,6 +98,25 @@ impl Engine {
             )));
         }
         validate_host_config(&host, &mut warnings)?;
+        let (network_mode, networks) = self
+            .initial_endpoints(&host.network_mode, &req.ip, &req.aliases)
+            .await?;
+        validate_network_options(&network_mode, &mut host, &mut warnings)?;
+        host.network_mode = network_mode;
+        let mut exposed_ports: Vec<String> = image.config.exposed_ports.clone();
+        for e in &cfg.exposed_ports {
+            let normalized = normalize_exposed(e)?;
+            if !exposed_ports.contains(&normalized) {
+                exposed_ports.push(normalized);
+            }
+        }
+        for b in &host.port_bindings {
+            let e = format!("{}/{}", b.container_port, b.protocol);
+            if !exposed_ports.contains(&e) {
+                exposed_ports.push(e);
+            }
+        }
+        exposed_ports.sort();
         crate::security::check_sysctls(&host)?;
         let caps = crate::security::effective_caps(&host)?;
         crate::security::seccomp(&host, &caps)?;
@@ -147,6 +169,8 @@ impl Engine {
         let container = Container {
             id: id.clone(),
             name,
+            networks,
+            exposed_ports,
             mount_points,
             resolved_healthcheck: healthcheck,
             image: config.image.clone(),
@@ -254,21 +278,89 @@ fn resolve_healthcheck(
     }
 }
 
-pub(crate) fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result<()> {
-    match host.network_mode.as_str() {
-        "" | "none" | "host" => {}
-        "bridge" | "default" => {
+/// `--expose 80`, `80/udp`, `8000-8002/tcp` → one "port/proto" (ranges are not expanded
+/// here: only their first port is checked).
+fn normalize_exposed(e: &str) -> Result<String> {
+    let (port, proto) = e.split_once('/').unwrap_or((e, "tcp"));
+    let proto = shoal_net::ports::Protocol::parse(proto)?;
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(format!("{p}/{}", proto.as_str())),
+        _ => Err(Error::InvalidArgument(format!(
+            "invalid --expose {e:?}: use PORT[/tcp|udp]"
+        ))),
+    }
+}
+
+/// Ports, DNS and host entries against the network mode, as docker decides them.
+fn validate_network_options(
+    mode: &str,
+    host: &mut HostConfig,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let publishes = !host.port_bindings.is_empty() || host.publish_all_ports;
+    if mode.starts_with("container:") {
+        if publishes {
             return Err(Error::InvalidArgument(
-                "bridge networking is not available yet: use --network none or --network host"
-                    .into(),
-            ))
+                "conflicting options: port publishing and --network container: (the ports belong to the other container)".into(),
+            ));
         }
-        other => {
-            return Err(Error::NotFound(format!(
-                "network {other} not found: use --network none or --network host"
-            )))
+        if !host.dns.is_empty() || !host.dns_search.is_empty() || !host.dns_options.is_empty() {
+            return Err(Error::InvalidArgument(
+                "conflicting options: --dns and --network container: (the other container's resolv.conf is used)".into(),
+            ));
+        }
+        if !host.extra_hosts.is_empty() {
+            return Err(Error::InvalidArgument(
+                "conflicting options: --add-host and --network container: (the other container's hosts file is used)".into(),
+            ));
         }
     }
+    if (mode == "host" || mode == "none") && publishes {
+        warnings.push(format!(
+            "published ports are discarded when using --network {mode}"
+        ));
+        host.port_bindings.clear();
+        host.publish_all_ports = false;
+    }
+    for b in &mut host.port_bindings {
+        if b.protocol.is_empty() {
+            b.protocol = "tcp".into();
+        }
+        if b.container_port == 0 || b.container_port > 65535 || b.host_port > 65535 {
+            return Err(Error::InvalidArgument(format!(
+                "invalid port mapping {}:{}: ports are 1-65535",
+                b.host_port, b.container_port
+            )));
+        }
+        shoal_net::ports::Protocol::parse(&b.protocol)?;
+        if !b.host_ip.is_empty() && b.host_ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid host address {:?} in a port mapping: use an IPv4 address",
+                b.host_ip
+            )));
+        }
+    }
+    for d in &host.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(Error::InvalidArgument(format!(
+                "invalid --dns {d:?}: use an IP address"
+            )));
+        }
+    }
+    for h in &host.extra_hosts {
+        let ok = h.split_once(':').is_some_and(|(n, ip)| {
+            !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+        });
+        if !ok {
+            return Err(Error::InvalidArgument(format!(
+                "invalid --add-host {h:?}: use name:ip or name:host-gateway"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_host_config(host: &HostConfig, warnings: &mut Vec<String>) -> Result<()> {
     if host.memory != 0 && host.memory < 6 * 1024 * 1024 {
         return Err(Error::InvalidArgument(
             "minimum memory limit allowed is 6MB".into(),

@@ -22,6 +22,7 @@ mod lifecycle;
 mod logs;
 mod mounts;
 mod names;
+mod network;
 mod ops;
 mod prune;
 mod restart;
@@ -64,6 +65,11 @@ struct Inner {
     runtime: shoal_runtime::Runtime,
     registry: Mutex<Registry>,
     events: events::EventBus,
+    net: network::NetCtx,
+    /// Set once the daemon has taken over what survived it and cleared the network leftovers
+    /// of what did not; restarts wait for it, so a new container's interfaces are never
+    /// mistaken for leftovers.
+    recovered: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -103,6 +109,7 @@ impl Engine {
             cfg.containers_dir(),
             cfg.runtime_root(),
             cfg.exec_root.join("c"),
+            cfg.netns_dir(),
         ] {
             // Container root filesystems (setuid binaries, device nodes of images) and shim
             // sockets are for root only.
@@ -115,6 +122,7 @@ impl Engine {
         let images = tokio::task::spawn_blocking(move || ImageStore::open(&image_root))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        let net = network::NetCtx::new(&cfg.nft_table)?;
         let engine = Engine {
             inner: Arc::new(Inner {
                 runtime: shoal_runtime::Runtime::new(cfg.runtime_root()),
@@ -122,9 +130,13 @@ impl Engine {
                 images: Arc::new(images),
                 registry: Mutex::new(Registry::default()),
                 events: events::EventBus::new(),
+                net,
+                recovered: watch::channel(false).0,
             }),
         };
+        engine.net_init().await?;
         engine.load_records().await?;
+        engine.spawn_forward_watch();
         Ok(engine)
     }
 
@@ -150,18 +162,34 @@ impl Engine {
                 }
             }
         }
+        // First take over what still runs (a container found dead becomes exited here)...
+        let mut entries = Vec::new();
         for c in records {
-            let id = c.id.clone();
             let entry = self.register(c)?;
+            if matches!(
+                entry.status(),
+                ContainerStatus::Running | ContainerStatus::Paused
+            ) {
+                self.net_restore(&entry.snapshot()).await;
+                self.reattach(&entry).await;
+            }
+            entries.push(entry);
+        }
+        // ...then clear the network leftovers of the dead before anything starts again (a
+        // restart found due above waits for this) and makes new interfaces that would look
+        // just like leftovers...
+        self.net_reconcile().await;
+        // ...and only then restart and remove.
+        self.inner.recovered.send_replace(true);
+        for entry in entries {
             match entry.status() {
-                ContainerStatus::Running | ContainerStatus::Paused => self.reattach(&entry).await,
                 // The daemon stopped during a restart delay: restart it now.
                 ContainerStatus::Restarting => {
                     self.schedule_restart(entry.clone(), std::time::Duration::ZERO)
                 }
                 ContainerStatus::Exited => self.restart_on_daemon_start(&entry),
                 ContainerStatus::Removing => {
-                    let _ = self.remove(&id, true, false).await;
+                    let _ = self.remove(&entry.id, true, false).await;
                 }
                 _ => {}
             }
@@ -287,6 +315,7 @@ impl Engine {
                 created: c.created,
                 state: c.state,
                 labels: c.config.map(|c| c.labels).unwrap_or_default(),
+                ports: c.ports,
             })
             .collect();
         out.sort_by(|a, b| b.created.cmp(&a.created));

@@ -83,6 +83,7 @@ impl Engine {
         dirs.mount(&layers)?;
         let result = self.start_mounted(entry, &c, &dirs, attach).await;
         if let Err(e) = &result {
+            self.net_down(entry).await;
             let _ = dirs.unmount();
             for m in c.mount_points.iter().filter(|m| m.r#type == "volume") {
                 self.unmount_volume_if_unused(&m.name);
@@ -132,15 +133,18 @@ impl Engine {
         let seccomp = crate::security::seccomp(&host, &caps)?;
         let init_path = cfg.init_binary();
         let init_binary = host.init.then_some(init_path.as_path());
-        let host_network = host.network_mode == "host";
-        let hostname = if host_network && config.hostname == id[..12] {
+        let net = self.net_up(entry, c).await?;
+        let host_network = matches!(net.netns, crate::network::NetNs::Host);
+        let hostname = if let Some(h) = &net.hostname {
+            h.clone()
+        } else if host_network && config.hostname == id[..12] {
             nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default()
         } else {
             config.hostname.clone()
         };
-        rootfs::write_etc_files(&dirs.etc, &hostname, host_network)?;
+        rootfs::write_etc_files(&dirs.etc, &hostname, &net.hosts, &net.resolv_conf)?;
         let env = spec::runtime_env(c, &hostname, &user);
         let spec = spec::build(&SpecInput {
             container: c,
@@ -154,6 +158,7 @@ impl Engine {
             caps,
             seccomp,
             init_binary,
+            netns: &net.netns,
         });
         let shim_dir = cfg.shim_dir(id);
         std::fs::create_dir_all(&shim_dir).ctx(|| format!("create {}", shim_dir.display()))?;
@@ -290,6 +295,7 @@ impl Engine {
         .ok()
         .flatten()
         .unwrap_or(false);
+        self.net_down(entry).await;
         let dirs = RootfsDirs::new(&self.inner.cfg.container_dir(&id));
         if let Err(e) = dirs.unmount() {
             tracing::warn!(container_id = %id, error = %e, "unmounting rootfs failed");
@@ -370,6 +376,12 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let _ = engine
+                .inner
+                .recovered
+                .subscribe()
+                .wait_for(|done| *done)
+                .await;
             let _op = entry.op.lock().await;
             if entry.status() != ContainerStatus::Restarting {
                 return;

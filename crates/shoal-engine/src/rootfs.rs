@@ -104,22 +104,12 @@ pub fn is_mount_point(path: &Path) -> bool {
 }
 
 /// Write /etc/hostname, /etc/hosts and /etc/resolv.conf for the container.
-pub fn write_etc_files(etc: &Path, hostname: &str, host_network: bool) -> Result<()> {
+pub fn write_etc_files(etc: &Path, hostname: &str, hosts: &str, resolv_conf: &str) -> Result<()> {
     let write = |name: &str, text: &str| {
         let p = etc.join(name);
         fs::write(&p, text).ctx(|| format!("write {}", p.display()))
     };
     write("hostname", &format!("{hostname}\n"))?;
-    let hosts = if host_network {
-        fs::read_to_string("/etc/hosts").unwrap_or_else(|_| "127.0.0.1\tlocalhost\n".into())
-    } else {
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
-             fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
-             ff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-        )
-    };
-    write("hosts", &hosts)?;
-    let resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write("resolv.conf", &resolv)
+    write("hosts", hosts)?;
+    write("resolv.conf", resolv_conf)
 }

@@ -64,6 +64,7 @@ pub struct SpecInput<'a> {
     pub seccomp: Option<Value>,
     /// The `shoal-init` binary to bind-mount as PID 1 for `--init`.
     pub init_binary: Option<&'a Path>,
+    pub netns: &'a crate::network::NetNs,
 }
 
 /// Where `--init`'s init appears inside the container.
@@ -118,8 +119,10 @@ pub fn build(input: &SpecInput<'_>) -> Value {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    if host.network_mode != "host" {
-        namespaces.push(json!({"type": "network"}));
+    match input.netns {
+        crate::network::NetNs::Host => {}
+        crate::network::NetNs::New => namespaces.push(json!({"type": "network"})),
+        crate::network::NetNs::Join(p) => namespaces.push(json!({"type": "network", "path": p})),
     }
 
     let mut resources = json!({

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,16 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    pub fn parse(s: &str) -> Result<Protocol> {
+        match s {
+            "" | "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(Error::InvalidArgument(format!(
+                "invalid protocol {other:?}: use tcp or udp"
+            ))),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
@@ -132,7 +143,7 @@ impl PortMap {
         &mut self,
         proto: Protocol,
         port: u16,
-        bindable: impl Fn(u16) -> bool,
+        mut bindable: impl FnMut(u16) -> bool,
     ) -> Result<u16> {
         if port != 0 {
             if self.used.contains(&(proto, port)) || !bindable(port) {
@@ -157,13 +168,29 @@ impl PortMap {
     }
 }
 
-/// Can this host bind `port` for `proto` on all addresses right now?
-pub fn host_can_bind(proto: Protocol, port: u16) -> bool {
-    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
-    match proto {
-        Protocol::Tcp => std::net::TcpListener::bind(addr).is_ok(),
-        Protocol::Udp => std::net::UdpSocket::bind(addr).is_ok(),
-    }
+/// Hold `port` on the host (all addresses, or `ip`): a bound socket that never listens, so
+/// no other program can take the port while a container publishes it (the kernel refuses
+/// their bind), yet every packet for it is DNATed before it could reach this socket.
+pub fn hold(proto: Protocol, ip: Option<Ipv4Addr>, port: u16) -> Result<OwnedFd> {
+    use nix::sys::socket::{bind, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let ty = match proto {
+        Protocol::Tcp => SockType::Stream,
+        Protocol::Udp => SockType::Datagram,
+    };
+    let addr = std::net::SocketAddrV4::new(ip.unwrap_or(Ipv4Addr::UNSPECIFIED), port);
+    let fail = |e: nix::errno::Errno| {
+        let why = if e == nix::errno::Errno::EADDRINUSE {
+            "another program or container already uses it".to_string()
+        } else if e == nix::errno::Errno::EADDRNOTAVAIL {
+            "that address is not on this host".to_string()
+        } else {
+            e.desc().to_string()
+        };
+        Error::Conflict(format!("cannot publish {addr}/{}: {why}", proto.as_str()))
+    };
+    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None).map_err(fail)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::from(addr)).map_err(fail)?;
+    Ok(fd)
 }
 
 #[cfg(test)]

@@ -63,7 +63,7 @@ pub(crate) fn create(
     let linux = spec.linux().as_ref().expect("validated");
     let plan = Plan::new(&linux.namespaces().clone().unwrap_or_default())?;
     if let Some(sysctls) = linux.sysctl() {
-        sysctl::validate(sysctls, |t| plan.creates(t))?;
+        sysctl::validate(sysctls, |t| plan.owns(t))?;
     }
     let console = match (process.terminal() == Some(true), &opts.console_socket) {
         (true, _) if console.is_some() => console,

@@ -82,6 +82,23 @@ impl Plan {
         self.clone_flags.contains(flag(t))
     }
 
+    /// The container has a namespace of this type apart from the runtime's: a new one, or a
+    /// joined one that is not the runtime's own (runc's rule for namespaced sysctls).
+    pub fn owns(&self, t: LinuxNamespaceType) -> bool {
+        if self.creates(t) {
+            return true;
+        }
+        let ours = std::fs::metadata(format!("/proc/self/ns/{}", proc_name(t)));
+        self.join.iter().any(|j| {
+            use std::os::unix::fs::MetadataExt;
+            j.typ == t
+                && match (j.file.metadata(), &ours) {
+                    (Ok(a), Ok(b)) => (a.dev(), a.ino()) != (b.dev(), b.ino()),
+                    _ => false,
+                }
+        })
+    }
+
     /// Join every namespace in `join`. Runs in the intermediate process.
     pub fn enter(&self) -> Result<()> {
         for j in &self.join {

@@ -1,7 +1,8 @@
 //! A real `shoald` for one test: its own data root, exec root, socket and cgroup parent
-//! under a unique short directory, and the `shoal` CLI pointed at it. Everything it made
-//! (containers, shims, mounts, cgroups, files) is removed when it is dropped, also when the
-//! test failed.
+//! under a unique short directory, its own network namespace standing in for the host's
+//! (so its bridges, nftables table, sysctls and published ports never meet another test's),
+//! and the `shoal` CLI pointed at it. Everything it made (containers, shims, mounts,
+//! cgroups, links, files) is removed when it is dropped, also when the test failed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -21,6 +22,9 @@ impl Daemon {
         let name = unique_name("sh");
         let root = PathBuf::from("/tmp").join(&name);
         std::fs::create_dir_all(&root).expect("create daemon root");
+        let ns = root.join("hostns");
+        shoal_net::netns::create(&ns).expect("create the daemon's network namespace");
+        shoal_net::link::loopback_only(&ns).expect("bring lo up in the daemon's namespace");
         let mut d = Daemon {
             socket: root.join("s.sock"),
             cgroup_parent: format!("shoal-t-{name}"),
@@ -39,13 +43,44 @@ impl Daemon {
         self.root.join("x")
     }
 
+    /// The network namespace the daemon runs in: the test's stand-in for the host's.
+    pub fn netns(&self) -> PathBuf {
+        self.root.join("hostns")
+    }
+
+    /// A command run in the daemon's network namespace (the "host" of its containers).
+    pub fn host_cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.netns().display()))
+            .arg("--")
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    /// Run a command in the daemon's namespace; its output, whether it succeeded.
+    pub fn host_run(&self, program: &str, args: &[&str]) -> (bool, String) {
+        let out = self
+            .host_cmd(program, args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run nsenter");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join("shoald.log"))
             .expect("open daemon log");
-        let child = Command::new(bin("shoald"))
+        // nsenter execs shoald in place: the child's pid is the daemon's.
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.netns().display()))
+            .arg("--")
+            .arg(bin("shoald"))
             .arg("--data-root")
             .arg(self.data_root())
             .arg("--exec-root")
@@ -142,6 +177,20 @@ impl Daemon {
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
+    }
+
+    /// A daemon with the busybox test image loaded: what most tests start from.
+    pub fn with_busybox() -> Daemon {
+        let d = Daemon::start();
+        d.load_busybox();
+        d
+    }
+
+    /// `shoal inspect <name>` as JSON: the one object.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let out = self.ok(&["inspect", name]);
+        let mut v: serde_json::Value = serde_json::from_str(&out).expect("inspect json");
+        v[0].take()
     }
 
     pub fn load_busybox(&self) {

@@ -14,6 +14,7 @@ mod busybox;
 mod daemon;
 mod docker_archive;
 mod names;
+mod netns;
 mod pty;
 mod wait;
 
@@ -22,5 +23,6 @@ pub use bundle::{base_config, busybox_bundle};
 pub use busybox::{busybox_image, busybox_image_with, BUSYBOX_IMAGE_NAME};
 pub use daemon::{cleanup_tree, remove_cgroup, Daemon};
 pub use names::unique_name;
+pub use netns::{in_netns, Remote};
 pub use pty::PtySession;
 pub use wait::wait_until;

@@ -6,16 +6,18 @@ use std::pin::Pin;
 
 use shoal_api::v1::engine_server::{Engine as EngineApi, EngineServer};
 use shoal_api::v1::{
-    attach_input, attach_output, exec_input, exec_output, AttachInput, AttachOutput, Container,
-    ContainerRef, ContainerStats, CreateContainerRequest, CreateContainerResponse,
-    CreateVolumeRequest, DataChunk, DfResponse, Empty, Event, EventsRequest, ExecInput, ExecOutput,
-    Image, ImageRef, KillContainerRequest, ListContainersRequest, ListContainersResponse,
-    ListImagesRequest, ListImagesResponse, ListVolumesResponse, LoadImageResponse, LoadedImage,
-    LogEntry, LogsRequest, PruneImagesRequest, PruneRequest, PruneResponse, RemoveContainerRequest,
-    RemoveImageRequest, RemoveImageResponse, RemoveVolumeRequest, RenameContainerRequest,
-    SaveImageRequest, StatsRequest, StatsResponse, StopContainerRequest, TagImageRequest,
-    TopProcess, TopRequest, TopResponse, UpdateContainerRequest, UpdateContainerResponse,
-    VersionRequest, VersionResponse, Volume, VolumeRef, WaitResponse,
+    attach_input, attach_output, exec_input, exec_output, AttachInput, AttachOutput,
+    ConnectNetworkRequest, Container, ContainerRef, ContainerStats, CreateContainerRequest,
+    CreateContainerResponse, CreateNetworkRequest, CreateVolumeRequest, DataChunk, DfResponse,
+    DisconnectNetworkRequest, Empty, Event, EventsRequest, ExecInput, ExecOutput, Image, ImageRef,
+    KillContainerRequest, ListContainersRequest, ListContainersResponse, ListImagesRequest,
+    ListImagesResponse, ListNetworksResponse, ListVolumesResponse, LoadImageResponse, LoadedImage,
+    LogEntry, LogsRequest, Network, NetworkDetail, NetworkRef, PruneImagesRequest, PruneRequest,
+    PruneResponse, RemoveContainerRequest, RemoveImageRequest, RemoveImageResponse,
+    RemoveVolumeRequest, RenameContainerRequest, SaveImageRequest, StatsRequest, StatsResponse,
+    StopContainerRequest, TagImageRequest, TopProcess, TopRequest, TopResponse,
+    UpdateContainerRequest, UpdateContainerResponse, VersionRequest, VersionResponse, Volume,
+    VolumeRef, WaitResponse,
 };
 use shoal_engine::{
     AttachEvent, AttachOptions, CreateRequest, Engine, Error, ExecOptions, LogOptions,
@@ -178,6 +180,8 @@ impl EngineApi for Api {
                 name: r.name,
                 config: r.config.unwrap_or_default(),
                 host_config: r.host_config.unwrap_or_default(),
+                ip: r.ip,
+                aliases: r.aliases,
             })
             .await
             .map_err(status)?;
@@ -824,6 +828,83 @@ impl EngineApi for Api {
             deleted,
             space_reclaimed,
         }))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let n = self
+            .engine
+            .create_network(req.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(n))
+    }
+
+    async fn list_networks(
+        &self,
+        _req: Request<Empty>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Ok(Response::new(ListNetworksResponse {
+            networks: self.engine.list_networks().await,
+        }))
+    }
+
+    async fn inspect_network(
+        &self,
+        req: Request<NetworkRef>,
+    ) -> Result<Response<NetworkDetail>, Status> {
+        let d = self
+            .engine
+            .inspect_network(&req.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(d))
+    }
+
+    async fn remove_network(&self, req: Request<NetworkRef>) -> Result<Response<Empty>, Status> {
+        self.engine
+            .remove_network(&req.into_inner().name)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn prune_networks(
+        &self,
+        req: Request<PruneRequest>,
+    ) -> Result<Response<PruneResponse>, Status> {
+        let filters = flatten_filters(&req.into_inner().filters);
+        let deleted = self.engine.prune_networks(&filters).await.map_err(status)?;
+        Ok(Response::new(PruneResponse {
+            deleted,
+            space_reclaimed: 0,
+        }))
+    }
+
+    async fn connect_network(
+        &self,
+        req: Request<ConnectNetworkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.engine
+            .connect_network(&r.network, &r.container, &r.ip, &r.aliases)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn disconnect_network(
+        &self,
+        req: Request<DisconnectNetworkRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let r = req.into_inner();
+        self.engine
+            .disconnect_network(&r.network, &r.container, r.force)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(Empty {}))
     }
 }
 

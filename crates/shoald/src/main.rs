@@ -38,6 +38,12 @@ struct Args {
     /// Container supervisor binary (default: shoal-shim next to shoald, else in $PATH).
     #[arg(long, hide = true)]
     shim: Option<PathBuf>,
+    /// The Linux bridge of the default `bridge` network.
+    #[arg(long, default_value = "shoal0")]
+    bridge: String,
+    /// The nftables table (family ip) this daemon owns.
+    #[arg(long = "nft-table", default_value = "shoal", hide = true)]
+    nft_table: String,
 }
 
 fn main() {
@@ -97,6 +103,23 @@ async fn serve(args: Args) -> Result<()> {
             args.exec_root.display()
         );
     }
+    if args.bridge.is_empty() || args.bridge.len() > 15 || args.bridge.contains(['/', ' ', ':']) {
+        bail!(
+            "--bridge {:?}: use an interface name of 1 to 15 characters",
+            args.bridge
+        );
+    }
+    if args.nft_table.is_empty()
+        || !args
+            .nft_table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        bail!(
+            "--nft-table {:?}: use letters, digits, '_' and '-'",
+            args.nft_table
+        );
+    }
     let _lock = lock_data_root(&args.data_root)?;
     let cfg = EngineConfig {
         data_root: args.data_root.clone(),
@@ -110,6 +133,8 @@ async fn serve(args: Args) -> Result<()> {
             .shim
             .clone()
             .unwrap_or_else(|| EngineConfig::find_binary("shoal-shim")),
+        bridge_name: args.bridge.clone(),
+        nft_table: args.nft_table.clone(),
     };
     for (what, path) in [("runtime", &cfg.runtime), ("shim", &cfg.shim)] {
         if !path.is_file() {

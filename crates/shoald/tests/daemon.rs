@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
 use shoal_testkit::{wait_until, Daemon};
 
 #[test]
@@ -72,7 +71,7 @@ fn containers_survive_a_daemon_crash() {
         "-c",
         "sleep 1; exit 5",
     ]);
-    let pid = inspect(&d, "counter")["State"]["Pid"].as_i64().unwrap();
+    let pid = d.inspect("counter")["State"]["Pid"].as_i64().unwrap();
     d.kill9();
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
@@ -80,13 +79,13 @@ fn containers_survive_a_daemon_crash() {
         "the container kept running"
     );
     d.restart();
-    assert_eq!(inspect(&d, "counter")["State"]["Status"], "running");
+    assert_eq!(d.inspect("counter")["State"]["Status"], "running");
     wait_until(
         "the short container is seen exited",
         Duration::from_secs(10),
-        || inspect(&d, "short")["State"]["Status"] == "exited",
+        || d.inspect("short")["State"]["Status"] == "exited",
     );
-    assert_eq!(inspect(&d, "short")["State"]["ExitCode"], 5);
+    assert_eq!(d.inspect("short")["State"]["ExitCode"], 5);
     // The log has no gap: every number is there.
     let logs = d.ok(&["logs", "counter"]);
     let nums: Vec<u64> = logs.lines().map(|l| l.parse().unwrap()).collect();
@@ -96,10 +95,5 @@ fn containers_survive_a_daemon_crash() {
     }
     // And the re-attached daemon still controls it.
     d.ok(&["stop", "-t", "1", "counter"]);
-    assert_eq!(inspect(&d, "counter")["State"]["Status"], "exited");
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
+    assert_eq!(d.inspect("counter")["State"]["Status"], "exited");
 }

@@ -5,19 +5,7 @@ use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use shoal_testkit::{wait_until, Daemon, PtySession};
-
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
-}
 
 /// (exit code, stdout, stderr) of a `shoal` command that may fail.
 fn run_out(d: &Daemon, args: &[&str]) -> (i32, String, String) {
@@ -39,7 +27,7 @@ fn sleeper(d: &Daemon, name: &str, extra: &[&str]) {
 
 #[test]
 fn exec_passes_output_and_exit_code_through() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "box", &[]);
 
     let (code, out, err) = run_out(
@@ -56,12 +44,12 @@ fn exec_passes_output_and_exit_code_through() {
     assert_eq!(code, 137);
 
     // The container is unaffected by its execs.
-    assert_eq!(inspect(&d, "box")["State"]["Status"], "running");
+    assert_eq!(d.inspect("box")["State"]["Status"], "running");
 }
 
 #[test]
 fn exec_environment_workdir_and_user() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(
         &d,
         "envbox",
@@ -162,7 +150,7 @@ fn payload() -> Vec<u8> {
 
 #[test]
 fn exec_interactive_stdin_round_trips_a_mebibyte() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "catbox", &[]);
     let data = payload();
     let mut child = d
@@ -206,7 +194,7 @@ fn exec_interactive_stdin_round_trips_a_mebibyte() {
 
 #[test]
 fn exec_with_a_terminal() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "ttybox", &[]);
     let mut term = PtySession::spawn(d.cmd(&["exec", "-it", "ttybox", "sh"]));
     let prompt = term.read_until("# ", Duration::from_secs(15));
@@ -227,12 +215,12 @@ fn exec_with_a_terminal() {
     assert!(out.contains("42"), "{out:?}");
     term.send(b"exit 3\r");
     assert_eq!(term.wait(Duration::from_secs(15)), Some(3));
-    assert_eq!(inspect(&d, "ttybox")["State"]["Status"], "running");
+    assert_eq!(d.inspect("ttybox")["State"]["Status"], "running");
 }
 
 #[test]
 fn exec_detached_returns_at_once_and_keeps_running() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "bgbox", &[]);
     let t = Instant::now();
     let out = d.ok(&[
@@ -273,7 +261,7 @@ fn exec_detached_returns_at_once_and_keeps_running() {
 
 #[test]
 fn exec_errors() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "errbox", &[]);
 
     let (code, out, err) = run_out(&d, &["exec", "errbox", "no-such-command"]);
@@ -311,7 +299,7 @@ fn exec_errors() {
 
 #[test]
 fn exec_joins_the_containers_namespaces() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "nsbox", &["-h", "inside"]);
     // The container's PID 1 is its sleep; the exec'd ps sees it and itself, nothing of the
     // host.
@@ -339,7 +327,11 @@ fn exec_joins_the_containers_namespaces() {
         "sleep\u{0}1000\u{0}"
     );
     assert_eq!(d.ok(&["exec", "nsbox", "hostname"]), "inside\n");
-    assert_eq!(d.ok(&["exec", "nsbox", "ls", "/sys/class/net"]), "lo\n");
+    // Its network namespace: loopback and its own eth0.
+    assert_eq!(
+        d.ok(&["exec", "nsbox", "ls", "/sys/class/net"]),
+        "eth0\nlo\n"
+    );
     // A file written by one exec is seen by the next: same mount namespace and rootfs.
     d.ok(&["exec", "nsbox", "sh", "-c", "echo shared > /tmp/x"]);
     assert_eq!(d.ok(&["exec", "nsbox", "cat", "/tmp/x"]), "shared\n");
@@ -354,7 +346,7 @@ fn exec_joins_the_containers_namespaces() {
 
 #[test]
 fn exec_privileged_gets_every_capability() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "capbox", &[]);
     let caps = |extra: &[&str]| {
         let mut args = vec!["exec"];
@@ -380,7 +372,7 @@ fn exec_privileged_gets_every_capability() {
 
 #[test]
 fn exec_resolves_users_with_the_containers_own_files() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let passwd = d.root.join("passwd");
     std::fs::write(
         &passwd,
@@ -409,7 +401,7 @@ fn exec_resolves_users_with_the_containers_own_files() {
 
 #[test]
 fn an_exec_ends_when_its_container_stops() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     sleeper(&d, "stopbox", &[]);
     let mut child = d
         .cmd(&["exec", "stopbox", "sleep", "300"])

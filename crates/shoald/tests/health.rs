@@ -7,19 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_testkit::{wait_until, Daemon};
 
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
-}
-
 fn health(d: &Daemon, name: &str) -> Value {
-    inspect(d, name)["State"]["Health"].clone()
+    d.inspect(name)["State"]["Health"].clone()
 }
 
 fn health_status(d: &Daemon, name: &str) -> String {
@@ -67,7 +56,7 @@ fn count_processes(d: &Daemon, name: &str, args: &str) -> usize {
 
 #[test]
 fn starting_then_healthy_once_the_check_passes() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -103,7 +92,7 @@ fn starting_then_healthy_once_the_check_passes() {
     let h = health(&d, "patient");
     assert_eq!(h["FailingStreak"], 0, "{h}");
     assert_eq!(h["Log"], serde_json::json!([]), "{h}");
-    let hc = &inspect(&d, "web")["Config"]["Healthcheck"];
+    let hc = &d.inspect("web")["Config"]["Healthcheck"];
     assert_eq!(
         hc["Test"],
         serde_json::json!(["CMD-SHELL", "test -f /tmp/ok"])
@@ -158,7 +147,7 @@ fn starting_then_healthy_once_the_check_passes() {
 
 #[test]
 fn a_failing_check_goes_unhealthy_and_keeps_five_results() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -200,12 +189,12 @@ fn a_failing_check_goes_unhealthy_and_keeps_five_results() {
         "one event per change of status"
     );
     // The container itself keeps running (docker does not act on health).
-    assert_eq!(inspect(&d, "sick")["State"]["Status"], "running");
+    assert_eq!(d.inspect("sick")["State"]["Status"], "running");
 }
 
 #[test]
 fn a_hanging_probe_is_killed_at_the_timeout() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     for (name, cmd) in [("hang", "sleep 10"), ("hang2", "sleep 10; echo never")] {
         d.ok(&[
             "run",
@@ -251,7 +240,7 @@ fn a_hanging_probe_is_killed_at_the_timeout() {
 
 #[test]
 fn the_start_period_keeps_it_starting_while_failing() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -309,7 +298,7 @@ fn the_start_period_keeps_it_starting_while_failing() {
 
 #[test]
 fn the_images_healthcheck_is_honoured_and_can_be_disabled() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let img = shoal_testkit::busybox_image_with(
         serde_json::json!({
             "Healthcheck": {"Test": ["CMD-SHELL", "true"], "Interval": 200_000_000},
@@ -322,7 +311,7 @@ fn the_images_healthcheck_is_honoured_and_can_be_disabled() {
 
     d.ok(&["run", "-d", "--name", "fromimage", "checked:1"]);
     assert_eq!(
-        inspect(&d, "fromimage")["Config"]["Healthcheck"]["Test"],
+        d.inspect("fromimage")["Config"]["Healthcheck"]["Test"],
         serde_json::json!(["CMD-SHELL", "true"])
     );
     wait_until("fromimage is healthy", Duration::from_secs(10), || {
@@ -339,7 +328,7 @@ fn the_images_healthcheck_is_honoured_and_can_be_disabled() {
     ]);
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        inspect(&d, "nocheck")["State"]["Health"],
+        d.inspect("nocheck")["State"]["Health"],
         Value::Null,
         "no health state without a check"
     );
@@ -360,14 +349,14 @@ fn the_images_healthcheck_is_honoured_and_can_be_disabled() {
     wait_until("override is unhealthy", Duration::from_secs(10), || {
         health_status(&d, "override") == "unhealthy"
     });
-    let hc = &inspect(&d, "override")["Config"]["Healthcheck"];
+    let hc = &d.inspect("override")["Config"]["Healthcheck"];
     assert_eq!(hc["Test"], serde_json::json!(["CMD-SHELL", "exit 1"]));
     assert_eq!(hc["Interval"], 200_000_000);
 
     // A container without any check has no health.
     d.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]);
-    assert_eq!(inspect(&d, "plain")["State"]["Health"], Value::Null);
-    assert_eq!(inspect(&d, "plain")["Config"]["Healthcheck"], Value::Null);
+    assert_eq!(d.inspect("plain")["State"]["Health"], Value::Null);
+    assert_eq!(d.inspect("plain")["Config"]["Healthcheck"], Value::Null);
 
     let (code, err) = d.fails(&[
         "run",
@@ -386,7 +375,7 @@ fn the_images_healthcheck_is_honoured_and_can_be_disabled() {
 
 #[test]
 fn health_checks_go_on_after_a_daemon_restart() {
-    let mut d = daemon();
+    let mut d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",

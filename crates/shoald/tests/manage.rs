@@ -9,17 +9,6 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_testkit::{wait_until, Daemon};
 
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
-}
-
 fn run_out(d: &Daemon, args: &[&str]) -> (i32, String, String) {
     let out = d.shoal(args);
     (
@@ -53,7 +42,7 @@ fn json_lines(text: &str) -> Vec<Value> {
 }
 
 fn full_id(d: &Daemon, name: &str) -> String {
-    inspect(d, name)["Id"].as_str().expect("Id").to_string()
+    d.inspect(name)["Id"].as_str().expect("Id").to_string()
 }
 
 fn cgroup_file(d: &Daemon, controller: &str, id: &str, file: &str) -> String {
@@ -87,7 +76,7 @@ fn actions(events: &[Value]) -> Vec<String> {
 
 #[test]
 fn top_shows_only_the_containers_processes() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -115,7 +104,7 @@ fn top_shows_only_the_containers_processes() {
     cmds.sort();
     assert_eq!(cmds, ["sleep 1001", "sleep 1002"], "{t:?}");
     // PIDs are host PIDs, as in docker; the container's init is among them.
-    let init = inspect(&d, "topper")["State"]["Pid"].as_i64().expect("Pid");
+    let init = d.inspect("topper")["State"]["Pid"].as_i64().expect("Pid");
     assert!(
         t[1..].iter().any(|r| r[pid_col] == init.to_string()),
         "init pid {init} in {t:?}"
@@ -139,7 +128,7 @@ fn top_shows_only_the_containers_processes() {
 
 #[test]
 fn stats_no_stream_reports_each_running_container() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run", "-d", "--name", "limited", "-m", "64m", "busybox", "sleep", "1000",
     ]);
@@ -219,7 +208,7 @@ fn stats_no_stream_reports_each_running_container() {
 
 #[test]
 fn pause_freezes_and_unpause_thaws() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -234,7 +223,7 @@ fn pause_freezes_and_unpause_thaws() {
     wait_until("the ticker ticks", Duration::from_secs(10), || count() > 3);
 
     d.ok(&["pause", "ticker"]);
-    let c = inspect(&d, "ticker");
+    let c = d.inspect("ticker");
     assert_eq!(c["State"]["Status"], "paused");
     assert_eq!(c["State"]["Paused"], true);
     assert_eq!(c["State"]["Running"], true);
@@ -259,8 +248,8 @@ fn pause_freezes_and_unpause_thaws() {
     assert!(err.contains("already paused"), "{err}");
 
     d.ok(&["unpause", "ticker"]);
-    assert_eq!(inspect(&d, "ticker")["State"]["Status"], "running");
-    assert_eq!(inspect(&d, "ticker")["State"]["Paused"], false);
+    assert_eq!(d.inspect("ticker")["State"]["Status"], "running");
+    assert_eq!(d.inspect("ticker")["State"]["Paused"], false);
     wait_until("the counter runs again", Duration::from_secs(10), || {
         count() > frozen + 3
     });
@@ -270,7 +259,7 @@ fn pause_freezes_and_unpause_thaws() {
     // A paused container can still be stopped, and removed by force.
     d.ok(&["pause", "ticker"]);
     d.ok(&["stop", "-t", "1", "ticker"]);
-    assert_eq!(inspect(&d, "ticker")["State"]["Status"], "exited");
+    assert_eq!(d.inspect("ticker")["State"]["Status"], "exited");
     d.ok(&["start", "ticker"]);
     d.ok(&["pause", "ticker"]);
     d.ok(&["rm", "-f", "ticker"]);
@@ -286,13 +275,13 @@ fn pause_freezes_and_unpause_thaws() {
 
 #[test]
 fn rename_moves_the_name() {
-    let mut d = daemon();
+    let mut d = Daemon::with_busybox();
     d.ok(&["run", "-d", "--name", "before", "busybox", "sleep", "1000"]);
     d.ok(&["create", "--name", "taken", "busybox", "true"]);
     let id = full_id(&d, "before");
 
     d.ok(&["rename", "before", "after"]);
-    assert_eq!(inspect(&d, "after")["Name"], "/after");
+    assert_eq!(d.inspect("after")["Name"], "/after");
     assert_eq!(full_id(&d, "after"), id);
     let (code, err) = d.fails(&["inspect", "before"]);
     assert_eq!(code, 1);
@@ -330,12 +319,12 @@ fn rename_moves_the_name() {
     // The new name is what the daemon remembers.
     d.restart();
     assert_eq!(full_id(&d, "after"), id);
-    assert_eq!(inspect(&d, "after")["State"]["Status"], "running");
+    assert_eq!(d.inspect("after")["State"]["Status"], "running");
 }
 
 #[test]
 fn update_changes_limits_live_and_they_survive_a_restart() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["run", "-d", "--name", "upd", "busybox", "sleep", "1000"]);
     let id = full_id(&d, "upd");
 
@@ -366,7 +355,7 @@ fn update_changes_limits_live_and_they_survive_a_restart() {
             "{phase}"
         );
         assert_eq!(cgroup_file(&d, "pids", &id, "pids.max"), "50", "{phase}");
-        let host = &inspect(&d, "upd")["HostConfig"];
+        let host = &d.inspect("upd")["HostConfig"];
         assert_eq!(host["Memory"], 128 << 20, "{phase}");
         assert_eq!(host["NanoCpus"], 500_000_000, "{phase}");
         assert_eq!(host["PidsLimit"], 50, "{phase}");
@@ -405,11 +394,11 @@ fn update_changes_limits_live_and_they_survive_a_restart() {
     assert_eq!(cgroup_file(&d, "cpu", &id, "cpu.cfs_quota_us"), "-1");
 
     d.ok(&["update", "--restart", "on-failure:3", "upd"]);
-    let rp = &inspect(&d, "upd")["HostConfig"]["RestartPolicy"];
+    let rp = &d.inspect("upd")["HostConfig"]["RestartPolicy"];
     assert_eq!(rp["Name"], "on-failure");
     assert_eq!(rp["MaximumRetryCount"], 3);
     d.ok(&["update", "--restart", "unless-stopped", "upd"]);
-    let rp = &inspect(&d, "upd")["HostConfig"]["RestartPolicy"];
+    let rp = &d.inspect("upd")["HostConfig"]["RestartPolicy"];
     assert_eq!(rp["Name"], "unless-stopped");
     assert_eq!(rp["MaximumRetryCount"], 0);
 
@@ -432,7 +421,7 @@ fn update_changes_limits_live_and_they_survive_a_restart() {
 
 #[test]
 fn container_prune_removes_only_stopped_containers() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["run", "-d", "--name", "alive", "busybox", "sleep", "1000"]);
     d.ok(&["create", "--name", "made", "busybox", "true"]);
     d.ok(&[
@@ -505,7 +494,7 @@ fn container_prune_removes_only_stopped_containers() {
 
 #[test]
 fn system_df_counts_images_containers_and_volumes() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -567,7 +556,7 @@ fn system_df_counts_images_containers_and_volumes() {
 
 #[test]
 fn system_prune_removes_stopped_containers_and_dangling_images() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     // Two loads of the same name: the first image loses it and is dangling.
     for cmd in ["first", "second"] {
         let img =
@@ -652,7 +641,7 @@ fn system_prune_removes_stopped_containers_and_dangling_images() {
 
 #[test]
 fn events_list_a_containers_life_with_filters() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["run", "--name", "ev1", "busybox", "true"]);
     d.ok(&["rm", "ev1"]);
     let _ = run_out(
@@ -731,7 +720,7 @@ fn events_list_a_containers_life_with_filters() {
 
 #[test]
 fn a_live_events_stream_sees_what_happens_after_it_started() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&["create", "--name", "later", "busybox", "sleep", "1000"]);
     let mut child = d
         .cmd(&["events", "--format", "json", "-f", "type=container"])
@@ -787,7 +776,7 @@ fn a_live_events_stream_sees_what_happens_after_it_started() {
 
 #[test]
 fn events_since_and_until_take_any_time_format() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     // Start right after a second begins, so the events fall in the same whole second.
     while chrono::Utc::now().timestamp_subsec_millis() > 300 {
         std::thread::sleep(Duration::from_millis(20));

@@ -8,32 +8,21 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shoal_testkit::{wait_until, Daemon};
 
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
-}
-
 fn status(d: &Daemon, name: &str) -> String {
-    inspect(d, name)["State"]["Status"]
+    d.inspect(name)["State"]["Status"]
         .as_str()
         .unwrap_or_default()
         .to_string()
 }
 
 fn restart_count(d: &Daemon, name: &str) -> i64 {
-    inspect(d, name)["RestartCount"]
+    d.inspect(name)["RestartCount"]
         .as_i64()
         .expect("RestartCount")
 }
 
 fn pid(d: &Daemon, name: &str) -> i64 {
-    inspect(d, name)["State"]["Pid"].as_i64().expect("Pid")
+    d.inspect(name)["State"]["Pid"].as_i64().expect("Pid")
 }
 
 /// Actions of the container's past events (last minute), e.g. `["create", "start", ...]`.
@@ -61,7 +50,7 @@ fn event_actions(d: &Daemon, name: &str, event: &str) -> Vec<String> {
 
 #[test]
 fn on_failure_retries_up_to_its_maximum() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -81,7 +70,7 @@ fn on_failure_retries_up_to_its_maximum() {
     );
     // And it stays that way.
     std::thread::sleep(Duration::from_secs(1));
-    let c = inspect(&d, "flaky");
+    let c = d.inspect("flaky");
     assert_eq!(c["State"]["Status"], "exited");
     assert_eq!(c["State"]["ExitCode"], 3);
     assert_eq!(c["RestartCount"], 2);
@@ -109,7 +98,7 @@ fn on_failure_retries_up_to_its_maximum() {
 
 #[test]
 fn on_failure_does_not_restart_a_success_and_no_policy_never_restarts() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -149,14 +138,14 @@ fn on_failure_does_not_restart_a_success_and_no_policy_never_restarts() {
         assert_eq!(event_actions(&d, name, "start").len(), 1, "{name}");
     }
     assert_eq!(
-        inspect(&d, "plain")["HostConfig"]["RestartPolicy"]["Name"],
+        d.inspect("plain")["HostConfig"]["RestartPolicy"]["Name"],
         "no"
     );
 }
 
 #[test]
 fn always_restarts_until_the_user_stops_it() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",
@@ -233,7 +222,7 @@ fn always_restarts_until_the_user_stops_it() {
 
 #[test]
 fn rm_force_removes_a_running_container_with_a_restart_policy() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     for policy in ["always", "unless-stopped", "on-failure"] {
         let name = format!("rm-{policy}");
         d.ok(&[
@@ -280,7 +269,7 @@ fn rm_force_removes_a_running_container_with_a_restart_policy() {
 
 #[test]
 fn back_off_grows_and_restarting_is_visible() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let started = Instant::now();
     d.ok(&[
         "run",
@@ -311,7 +300,7 @@ fn back_off_grows_and_restarting_is_visible() {
                 .any(|l| l.contains("Restarting (1)") && l.ends_with("dies"))
         },
     );
-    let c = inspect(&d, "dies");
+    let c = d.inspect("dies");
     if c["State"]["Status"] == "restarting" {
         assert_eq!(c["State"]["Restarting"], true);
         assert_eq!(c["State"]["ExitCode"], 1);
@@ -331,7 +320,7 @@ fn back_off_grows_and_restarting_is_visible() {
 
 #[test]
 fn restart_policy_input_is_checked() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     for (policy, needle) in [
         ("always:3", "only on-failure takes a maximum retry count"),
         ("sometimes", "invalid restart policy"),
@@ -361,7 +350,7 @@ fn restart_policy_input_is_checked() {
 
 #[test]
 fn a_restarted_daemon_follows_dockers_rules() {
-    let mut d = daemon();
+    let mut d = Daemon::with_busybox();
     let run = |name: &str, policy: &str| {
         d.ok(&[
             "run",
@@ -436,7 +425,7 @@ fn a_restarted_daemon_follows_dockers_rules() {
 
 #[test]
 fn containers_that_died_while_the_daemon_was_down_are_restarted() {
-    let mut d = daemon();
+    let mut d = Daemon::with_busybox();
     for (name, policy) in [
         ("always", "always"),
         ("unless", "unless-stopped"),
@@ -477,7 +466,7 @@ fn containers_that_died_while_the_daemon_was_down_are_restarted() {
             || status(&d, name) == "running" && restart_count(&d, name) == 1,
         );
     }
-    let c = inspect(&d, "nopolicy");
+    let c = d.inspect("nopolicy");
     assert_eq!(c["State"]["Status"], "exited");
     assert_eq!(c["State"]["ExitCode"], 137);
     assert_ne!(pid(&d, "always"), old[0], "a new process");
@@ -503,7 +492,7 @@ fn containers_that_died_while_the_daemon_was_down_are_restarted() {
 
 #[test]
 fn logs_keep_every_run_and_an_attached_run_returns_after_the_first() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     d.ok(&[
         "run",
         "-d",

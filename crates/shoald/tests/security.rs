@@ -6,12 +6,6 @@ use std::process::Command;
 
 use shoal_testkit::Daemon;
 
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
 fn run(d: &Daemon, args: &[&str]) -> (i32, String, String) {
     let mut full = vec!["run", "--rm"];
     full.extend_from_slice(args);
@@ -36,7 +30,7 @@ const DOCKER_DEFAULT_CAPS: &str = "00000000a80425fb";
 
 #[test]
 fn default_capabilities_seccomp_and_masked_paths() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (_, out, _) = run(&d, &["busybox", "cat", "/proc/self/status"]);
     assert_eq!(
         status_line(&out, "CapEff:"),
@@ -94,7 +88,7 @@ fn default_capabilities_seccomp_and_masked_paths() {
 
 #[test]
 fn cap_add_cap_drop_and_privileged() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (_, out, _) = run(
         &d,
         &[
@@ -139,7 +133,7 @@ fn cap_add_cap_drop_and_privileged() {
 
 #[test]
 fn read_only_rootfs_ulimits_sysctls_and_groups() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (_, out, _) = run(
         &d,
         &[
@@ -218,7 +212,7 @@ fn read_only_rootfs_ulimits_sysctls_and_groups() {
 
 #[test]
 fn seccomp_unconfined_and_custom_profiles() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (code, _, err) = run(
         &d,
         &[
@@ -289,7 +283,7 @@ fn setuid_probe(dir: &std::path::Path) -> PathBuf {
 
 #[test]
 fn no_new_privileges_stops_setuid() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let dir = d.root.join("probe");
     std::fs::create_dir_all(&dir).unwrap();
     setuid_probe(&dir);
@@ -322,7 +316,7 @@ fn no_new_privileges_stops_setuid() {
 
 #[test]
 fn no_host_descriptor_or_directory_leaks_in() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     // CVE-2024-21626 class: only stdio (and ls's own directory) are open, the cwd is inside.
     let (_, out, _) = run(
         &d,
@@ -350,7 +344,7 @@ fn no_host_descriptor_or_directory_leaks_in() {
 
 #[test]
 fn init_runs_as_pid_1_forwards_signals_and_reaps() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (_, out, err) = run(
         &d,
         &[
@@ -395,7 +389,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 /// while another process of the container tries to open and write every process's exe.
 #[test]
 fn the_container_cannot_reach_the_runtime_binary() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let bins: Vec<PathBuf> = ["shoal-runc", "shoal-shim", "shoald"]
         .iter()
         .map(|b| shoal_testkit::bin(b))

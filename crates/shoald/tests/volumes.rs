@@ -8,17 +8,6 @@ use std::time::Duration;
 use serde_json::Value;
 use shoal_testkit::{unique_name, wait_until, Daemon};
 
-fn daemon() -> Daemon {
-    let d = Daemon::start();
-    d.load_busybox();
-    d
-}
-
-fn inspect(d: &Daemon, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&d.ok(&["inspect", name])).expect("inspect json");
-    v[0].clone()
-}
-
 fn volume_inspect(d: &Daemon, name: &str) -> Value {
     let v: Value =
         serde_json::from_str(&d.ok(&["volume", "inspect", name])).expect("volume inspect json");
@@ -42,13 +31,16 @@ fn volumes(d: &Daemon) -> Vec<String> {
 }
 
 /// Mount points on the host under `root`.
-fn mounts_under(root: &Path) -> Vec<String> {
-    let needle = root.display().to_string();
+/// Mounts the daemon made under its root (the testkit's own pin of the daemon's network
+/// namespace is not one of them).
+fn mounts_under(d: &Daemon) -> Vec<String> {
+    let needle = d.root.display().to_string();
+    let pin = d.netns().display().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")
         .expect("read mountinfo")
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&needle))
+        .filter(|m| m.starts_with(&needle) && *m != pin)
         .map(str::to_string)
         .collect()
 }
@@ -63,7 +55,7 @@ fn finish(d: &Daemon) {
         d.ok(&["volume", "rm", &v]);
     }
     assert!(volumes(d).is_empty(), "volumes left");
-    let left = mounts_under(&d.root);
+    let left = mounts_under(d);
     assert!(
         left.is_empty(),
         "mounts left under {}: {left:?}",
@@ -77,7 +69,7 @@ fn is_id(s: &str) -> bool {
 
 #[test]
 fn volume_create_ls_inspect_rm() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let name = unique_name("vol");
     assert_eq!(
         d.ok(&["volume", "create", "--label", "tier=db", &name]),
@@ -159,7 +151,7 @@ fn volume_create_ls_inspect_rm() {
 
 #[test]
 fn named_volume_data_outlives_its_containers() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let vol = unique_name("data");
     d.ok(&[
         "run",
@@ -235,7 +227,7 @@ fn named_volume_data_outlives_its_containers() {
     assert_eq!(d.ok(&["exec", "a2", "cat", "/s/live"]), "from-a1\n");
     let v = volume_inspect(&d, &vol);
     assert_eq!(v["UsageData"]["RefCount"], 2);
-    let m = &inspect(&d, "a1")["Mounts"][0];
+    let m = &d.inspect("a1")["Mounts"][0];
     assert_eq!(m["Type"], "volume");
     assert_eq!(m["Name"], vol.as_str());
     assert_eq!(m["Destination"], "/s");
@@ -245,7 +237,7 @@ fn named_volume_data_outlives_its_containers() {
 
 #[test]
 fn a_new_volume_is_seeded_from_the_image_unless_nocopy() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let seeded = unique_name("seed");
     d.ok(&[
         "run",
@@ -374,7 +366,7 @@ fn a_new_volume_is_seeded_from_the_image_unless_nocopy() {
 
 #[test]
 fn image_volumes_get_anonymous_volumes() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let img = shoal_testkit::busybox_image_with(
         serde_json::json!({"Volumes": {"/data": {}}, "Cmd": ["sh", "-c", "echo x > /data/f"]}),
         "withvol:1",
@@ -383,7 +375,7 @@ fn image_volumes_get_anonymous_volumes() {
     d.ok(&["load", "-i", img.to_str().unwrap()]);
 
     d.ok(&["run", "--name", "keeps", "withvol:1"]);
-    let mounts = inspect(&d, "keeps")["Mounts"].clone();
+    let mounts = d.inspect("keeps")["Mounts"].clone();
     assert_eq!(mounts.as_array().unwrap().len(), 1, "{mounts}");
     assert_eq!(mounts[0]["Type"], "volume");
     assert_eq!(mounts[0]["Destination"], "/data");
@@ -402,7 +394,7 @@ fn image_volumes_get_anonymous_volumes() {
     );
 
     d.ok(&["run", "--name", "drops", "withvol:1"]);
-    let dropped = inspect(&d, "drops")["Mounts"][0]["Name"]
+    let dropped = d.inspect("drops")["Mounts"][0]["Name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -437,7 +429,7 @@ fn image_volumes_get_anonymous_volumes() {
         &format!("{named}:/data"),
         "withvol:1",
     ]);
-    let mounts = inspect(&d, "named-user")["Mounts"].clone();
+    let mounts = d.inspect("named-user")["Mounts"].clone();
     assert_eq!(mounts.as_array().unwrap().len(), 1, "{mounts}");
     assert_eq!(mounts[0]["Name"], named.as_str());
     d.ok(&["rm", "-v", "named-user"]);
@@ -486,7 +478,7 @@ fn image_volumes_get_anonymous_volumes() {
 
 #[test]
 fn a_volume_in_use_cannot_be_removed() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let vol = unique_name("busy");
     d.ok(&[
         "run",
@@ -499,7 +491,7 @@ fn a_volume_in_use_cannot_be_removed() {
         "sleep",
         "1000",
     ]);
-    let holder = inspect(&d, "holder")["Id"].as_str().unwrap().to_string();
+    let holder = d.inspect("holder")["Id"].as_str().unwrap().to_string();
     let (code, err) = d.fails(&["volume", "rm", &vol]);
     assert_eq!(code, 1);
     assert!(
@@ -549,7 +541,7 @@ fn a_volume_in_use_cannot_be_removed() {
 
 #[test]
 fn bind_mounts() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let host = d.root.join("hostdir");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("f"), "from-host\n").unwrap();
@@ -666,12 +658,12 @@ fn inspect_mount_of(d: &Daemon, hs: &str) -> Value {
         "busybox",
         "true",
     ]);
-    inspect(d, "bound")["Mounts"][0].clone()
+    d.inspect("bound")["Mounts"][0].clone()
 }
 
 #[test]
 fn tmpfs_mounts() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (code, out, err) = run_out(
         &d,
         &[
@@ -728,7 +720,7 @@ fn tmpfs_mounts() {
     ]);
     d.ok(&["exec", "tmp", "touch", "/run/x/file"]);
     assert!(
-        inspect(&d, "tmp")["HostConfig"]["Tmpfs"]
+        d.inspect("tmp")["HostConfig"]["Tmpfs"]
             .as_object()
             .is_some_and(|t| t.contains_key("/run/x")),
         "inspect lists the tmpfs"
@@ -755,7 +747,7 @@ fn tmpfs_mounts() {
 
 #[test]
 fn duplicate_mount_points_are_refused() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let (a, b) = (unique_name("dupa"), unique_name("dupb"));
     let hs = d.root.display().to_string();
     let cases: Vec<Vec<String>> = vec![
@@ -795,7 +787,7 @@ fn duplicate_mount_points_are_refused() {
 
 #[test]
 fn a_volume_with_driver_options_is_mounted_while_in_use() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let vol = unique_name("tmpv");
     d.ok(&[
         "volume",
@@ -813,7 +805,7 @@ fn a_volume_with_driver_options_is_mounted_while_in_use() {
     assert_eq!(v["Options"]["o"], "size=1m");
     let data = v["Mountpoint"].as_str().unwrap().to_string();
     assert!(
-        !mounts_under(&d.root).contains(&data),
+        !mounts_under(&d).contains(&data),
         "not mounted while nobody uses it"
     );
 
@@ -839,10 +831,7 @@ fn a_volume_with_driver_options_is_mounted_while_in_use() {
         "sleep",
         "1000",
     ]);
-    assert!(
-        mounts_under(&d.root).contains(&data),
-        "mounted while in use"
-    );
+    assert!(mounts_under(&d).contains(&data), "mounted while in use");
     let out = d.ok(&["exec", "u1", "sh", "-c", "grep ' /v ' /proc/mounts"]);
     assert!(
         out.starts_with("tmpfs /v tmpfs") && out.contains("size=1024k"),
@@ -867,14 +856,11 @@ fn a_volume_with_driver_options_is_mounted_while_in_use() {
 
     // One user stopping does not take the mount from the other.
     d.ok(&["stop", "-t", "0", "u1"]);
-    assert!(
-        mounts_under(&d.root).contains(&data),
-        "still mounted for u2"
-    );
+    assert!(mounts_under(&d).contains(&data), "still mounted for u2");
     d.ok(&["exec", "u2", "sh", "-c", "echo again > /v/g"]);
     d.ok(&["rm", "-f", "u2"]);
     assert!(
-        !mounts_under(&d.root).contains(&data),
+        !mounts_under(&d).contains(&data),
         "unmounted with its last running user"
     );
     // A tmpfs volume starts empty at its next use.
@@ -886,7 +872,7 @@ fn a_volume_with_driver_options_is_mounted_while_in_use() {
 
 #[test]
 fn failed_creates_and_starts_leave_no_volume_behind() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     // A create that fails after the mounts were resolved removes the volumes it made.
     let fresh = unique_name("fresh");
     let (code, err) = d.fails(&[
@@ -932,7 +918,7 @@ fn failed_creates_and_starts_leave_no_volume_behind() {
         .unwrap()
         .to_string();
     assert!(
-        !mounts_under(&d.root).contains(&data),
+        !mounts_under(&d).contains(&data),
         "the volume of a container that never ran is not mounted"
     );
     d.ok(&["rm", "broken"]);
@@ -941,7 +927,7 @@ fn failed_creates_and_starts_leave_no_volume_behind() {
 
 #[test]
 fn run_resolves_its_user_with_a_bind_mounted_passwd() {
-    let d = daemon();
+    let d = Daemon::with_busybox();
     let passwd = d.root.join("passwd");
     std::fs::write(
         &passwd,

@@ -373,7 +373,7 @@ pub async fn ps(host: &str, args: PsArgs) -> Result<i32> {
             let doc = json!({
                 "ID": id, "Image": c.image, "Command": command, "CreatedAt": c.created,
                 "RunningFor": ago(&c.created), "Status": status_text(&st), "State": st.status().docker_name(),
-                "Names": c.name, "Ports": "", "Labels": c.labels,
+                "Names": c.name, "Ports": super::network::ports_column(&c.ports), "Labels": c.labels,
             });
             writeln!(out, "{doc}")?;
             continue;
@@ -384,7 +384,7 @@ pub async fn ps(host: &str, args: PsArgs) -> Result<i32> {
             command,
             ago(&c.created),
             status_text(&st),
-            String::new(),
+            super::network::ports_column(&c.ports),
             c.name.clone(),
         ]);
     }

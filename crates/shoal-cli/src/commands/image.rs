@@ -11,6 +11,7 @@ use shoal_api::v1::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::ListArgs as LsArgs;
 use crate::client::{connect, err};
 use crate::format::{ago, human_size, short_id, table};
 use crate::inspect;
@@ -50,18 +51,6 @@ pub struct SaveArgs {
     output: Option<String>,
     #[arg(required = true)]
     images: Vec<String>,
-}
-
-#[derive(Args)]
-pub struct LsArgs {
-    /// Only ids.
-    #[arg(short = 'q', long = "quiet")]
-    quiet: bool,
-    #[arg(long = "no-trunc")]
-    no_trunc: bool,
-    /// "table" (default) or "json" (one object per line).
-    #[arg(long)]
-    format: Option<String>,
 }
 
 #[derive(Args)]

@@ -3,12 +3,28 @@
 pub mod container;
 pub mod image;
 pub mod manage;
+pub mod network;
+
 pub mod system;
 
 use anyhow::Result;
 use shoal_api::v1::VersionRequest;
 
 use crate::client::{connect, err};
+
+/// The flags of `image ls` and `network ls`.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// Only ids.
+    #[arg(short = 'q', long = "quiet")]
+    pub quiet: bool,
+    /// Do not truncate ids.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    /// "table" (default) or "json" (one object per line).
+    #[arg(long)]
+    pub format: Option<String>,
+}
 
 #[derive(clap::Args)]
 pub struct VersionArgs {

@@ -293,7 +293,10 @@ pub struct VolumeRmArgs {
     names: Vec<String>,
 }
 
-fn kv_list(flag: &str, items: &[String]) -> Result<std::collections::HashMap<String, String>> {
+pub(crate) fn kv_list(
+    flag: &str,
+    items: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
     items
         .iter()
         .map(|i| {
