@@ -54,12 +54,25 @@ sleep 3
 shoal ps
 shoal logs --tail 2 demo
 
+echo "==> a web server on a user-defined network, published on port 8080"
+shoal network inspect demo-net >/dev/null 2>&1 || shoal network create demo-net
+shoal rm -f web >/dev/null 2>&1 || true
+shoal run -d --name web --network demo-net -p 8080:80 busybox \
+  sh -c 'mkdir -p /www && echo "hello from web" >/www/index.html && exec httpd -f -p 80 -h /www'
+sleep 1
+echo "-- another container, by name through shoal's DNS:"
+shoal run --rm --network demo-net busybox wget -qO- http://web/
+echo "-- this host, through the published port:"
+busybox wget -qO- http://127.0.0.1:8080/
+shoal port web
+
 cat <<EOT
 
 shoal is running. Try:
   export PATH=$bin:\$PATH SHOAL_HOST=$SHOAL_HOST
   shoal run -it --rm busybox sh       # an interactive shell
   shoal logs -f demo                  # follow the demo container
-  shoal stop demo && shoal rm demo    # clean up
+  shoal network inspect demo-net      # the network, its containers and their addresses
+  shoal rm -f demo web && shoal network rm demo-net   # clean up
 Stop the daemon with: kill \$(cat $data_root/shoald.pid)  (containers keep running under their supervisors)
 EOT

@@ -10,6 +10,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 deploy/install-deps.sh
+deploy/clean-stale.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -200,6 +200,11 @@ impl Engine {
                 None => tracing::warn!(path = %p.display(), "skipping unreadable network record"),
             }
         }
+        if shoal_net::nft::legacy_iptables_active() {
+            tracing::warn!(
+                "iptables-legacy filters this host: shoal cannot add its accept rules to that FORWARD chain; if its policy is DROP, accept shoal's bridges there (iptables -I FORWARD -i shoal0 -j ACCEPT; iptables -I FORWARD -o shoal0 -j ACCEPT)"
+            );
+        }
         let mut st = self.net().state.lock().await;
         for n in nets {
             let subnet = subnet_of(&n)?;
@@ -976,9 +981,11 @@ impl Engine {
                 .nets
                 .values()
                 .filter_map(|e| {
+                    let sub = e.subnet.as_ref()?;
                     Some(BridgeNet {
                         bridge: e.net.bridge.clone(),
-                        subnet: e.subnet.as_ref()?.net,
+                        subnet: sub.net,
+                        gateway: sub.gateway,
                         internal: e.net.internal,
                     })
                 })

@@ -35,6 +35,8 @@ use crate::ports::Protocol;
 pub struct BridgeNet {
     pub bridge: String,
     pub subnet: Ipv4Net,
+    /// The bridge's own address in the subnet.
+    pub gateway: Ipv4Addr,
     /// No traffic in or out of the network, only within it.
     pub internal: bool,
 }
@@ -147,6 +149,8 @@ impl Firewall {
             100,
         ));
         cmds.push(base("forward", NfChainType::Filter, NfHook::Forward, 0));
+        // Raw priority: before connection tracking looks at the packet.
+        cmds.push(base("raw", NfChainType::Filter, NfHook::Prerouting, -300));
         cmds.push(NfCmd::Add(O::Chain(Chain {
             family: NfFamily::IP,
             table: Cow::Owned(self.table.clone()),
@@ -227,6 +231,24 @@ impl Firewall {
                         prefix("127.0.0.0/8".parse().expect("valid")),
                     ),
                     S::Masquerade(None),
+                ],
+            ));
+        }
+
+        // Container to container on one network needs no NAT and no state: with
+        // br_netfilter (docker loads it) every bridged packet would otherwise go through
+        // connection tracking, a fifth of the bridge's throughput. Traffic to the gateway
+        // stays tracked: hairpin replies to a published port come back to it and must be
+        // un-NATed.
+        for n in &rs.networks {
+            cmds.push(rule(
+                "raw",
+                vec![
+                    matches(meta(MetaKey::Iifname), s(&n.bridge)),
+                    matches(payload("ip", "saddr"), prefix(n.subnet)),
+                    matches(payload("ip", "daddr"), prefix(n.subnet)),
+                    not_matches(payload("ip", "daddr"), ip(n.gateway)),
+                    S::Notrack,
                 ],
             ));
         }
@@ -408,7 +430,7 @@ fn nft_binary() -> &'static str {
 /// Feed one JSON document to `nft -j -f -` (one kernel transaction). The error is nft's own
 /// message.
 fn run_nft(doc: &Nftables<'_>, extra: &[&str]) -> std::result::Result<String, String> {
-    let json = serde_json::to_string(doc).map_err(|e| e.to_string())?;
+    let json = to_json(doc)?;
     let mut child = Command::new(nft_binary())
         .args(extra)
         .args(["-j", "-f", "-"])
@@ -428,6 +450,30 @@ fn run_nft(doc: &Nftables<'_>, extra: &[&str]) -> std::result::Result<String, St
     }
     written.map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The document as nft's JSON. The crate writes argument-less statements (`notrack`) as bare
+/// strings, which nft refuses; nft wants `{"notrack": null}`.
+fn to_json(doc: &Nftables<'_>) -> std::result::Result<String, String> {
+    fn fix(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(serde_json::Value::Array(exprs)) = m.get_mut("expr") {
+                    for e in exprs.iter_mut() {
+                        if let serde_json::Value::String(name) = e {
+                            *e = serde_json::json!({ name.as_str(): null });
+                        }
+                    }
+                }
+                m.values_mut().for_each(fix);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(fix),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::to_value(doc).map_err(|e| e.to_string())?;
+    fix(&mut v);
+    Ok(v.to_string())
 }
 
 fn run_nft_args(args: &[&str]) -> std::result::Result<String, String> {
@@ -550,11 +596,13 @@ mod tests {
                 BridgeNet {
                     bridge: "shoal0".into(),
                     subnet: "172.18.0.0/16".parse().unwrap(),
+                    gateway: "172.18.0.1".parse().unwrap(),
                     internal: false,
                 },
                 BridgeNet {
                     bridge: "shoal-abc".into(),
                     subnet: "10.9.0.0/24".parse().unwrap(),
+                    gateway: "10.9.0.1".parse().unwrap(),
                     internal: true,
                 },
             ],
@@ -566,12 +614,13 @@ mod tests {
                 port: 53,
             }],
         };
-        let json = serde_json::to_string(&fw.document(&rs)).unwrap();
+        let json = to_json(&fw.document(&rs)).unwrap();
         for want in [
             r#""masquerade":null"#,
             r#""dnat":{"addr":"172.18.0.2","family":"ip","port":53}"#,
-            r#""fib":{"result":"type","flags":["daddr"]}"#,
+            r#""fib":{"flags":["daddr"],"result":"type"}"#,
             r#""set":["shoal0","shoal-abc"]"#,
+            r#""notrack":null"#,
         ] {
             assert!(json.contains(want), "{want} missing from {json}");
         }
