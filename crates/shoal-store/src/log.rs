@@ -1,0 +1,171 @@
+//! The Raft log, vote and commit index in sled.
+//!
+//! Durability: openraft is told an entry or a vote is persisted only after sled has flushed it
+//! to disk (`flush_async`), never on the strength of sled's background flush, which runs every
+//! 500 ms and would let a crash lose acknowledged writes.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, OptionalSend, RaftLogReader, Vote};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{read_err, vote_err, write_err};
+use crate::types::{LogId, NodeId, StorageError, TypeConfig};
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+/// Log entries keyed by their big-endian index (sled's order is then the log's order), and
+/// the vote, commit index and purge point beside them.
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    logs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl LogStore {
+    pub fn new(db: &sled::Db) -> Result<LogStore, StorageError> {
+        Ok(LogStore {
+            db: db.clone(),
+            logs: db.open_tree("raft_log").map_err(read_err)?,
+            meta: db.open_tree("raft_meta").map_err(read_err)?,
+        })
+    }
+
+    fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
+        match self.meta.get(key).map_err(read_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(read_err),
+        }
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(value).map_err(write_err)?;
+        self.meta.insert(key, bytes).map_err(write_err)?;
+        Ok(())
+    }
+
+    async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await.map(drop).map_err(write_err)
+    }
+
+    fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for key in self.logs.range(range).keys() {
+            batch.remove(key.map_err(write_err)?);
+        }
+        self.logs.apply_batch(batch).map_err(write_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Bound::Included(i.to_be_bytes()),
+            Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.logs
+            .range((start, end))
+            .values()
+            .map(|v| serde_json::from_slice(&v.map_err(read_err)?).map_err(read_err))
+            .collect()
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged_log_id: Option<LogId> = self.get_meta(LAST_PURGED)?;
+        let last_log_id = match self.logs.last().map_err(read_err)? {
+            Some((_, v)) => Some(
+                serde_json::from_slice::<Entry<TypeConfig>>(&v)
+                    .map_err(read_err)?
+                    .log_id,
+            ),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        let bytes = serde_json::to_vec(vote).map_err(vote_err)?;
+        self.meta.insert(VOTE, bytes).map_err(vote_err)?;
+        self.db.flush_async().await.map(drop).map_err(vote_err)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        self.get_meta(VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not flushed on its own: losing it only means re-applying entries that are in the
+        // (flushed) log anyway.
+        self.put_meta(COMMITTED, &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            batch.insert(
+                &e.log_id.index.to_be_bytes(),
+                serde_json::to_vec(&e).map_err(write_err)?,
+            );
+        }
+        self.logs.apply_batch(batch).map_err(write_err)?;
+        // Readable now; persisted (and reported so) only once on disk.
+        let flushed = self
+            .db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(std::io::Error::other);
+        callback.log_io_completed(flushed);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.remove_range(log_id.index.to_be_bytes()..)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // The purge point first: a crash between the two leaves extra entries, never a hole.
+        self.put_meta(LAST_PURGED, &log_id)?;
+        self.flush().await?;
+        self.remove_range(..=log_id.index.to_be_bytes())
+    }
+}

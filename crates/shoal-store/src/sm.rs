@@ -1,0 +1,546 @@
+//! The state machine: object tables in one sled tree, applied entry by entry, each entry one
+//! atomic sled batch together with the applied log id; snapshots; and the broadcast of
+//! committed changes.
+//!
+//! Keys of the `sm` tree:
+//!
+//! * `o/<table>/<id>` → [`Stored`] (the object, its version and its index keys)
+//! * `x/<table>/<index>/<value>/<id>` → empty (secondary indexes)
+//! * `m/applied`, `m/membership` → the last applied log id and membership
+//!
+//! `/` cannot appear in table or index names; ids and values are length-prefixed so any byte
+//! is fine in them.
+//!
+//! The state machine is not flushed after every apply: it shares the sled database with the
+//! log, whose entries are flushed before they count, and sled persists writes in order. A
+//! crash can lose the last applies but never the entries; openraft re-applies them from the
+//! saved commit index on start.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{BasicNode, Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::error::{sm_read_err, sm_write_err, snapshot_err};
+use crate::types::{
+    Change, Event, EventKind, IndexKey, LogId, NodeId, Op, Rejection, Request, Response,
+    StorageError, StoredMembership, TypeConfig,
+};
+
+const APPLIED: &[u8] = b"m/applied";
+const MEMBERSHIP: &[u8] = b"m/membership";
+const SNAP_META: &[u8] = b"meta";
+const SNAP_DATA: &[u8] = b"data";
+
+/// How many committed changes a slow watcher may fall behind before it must start over.
+const WATCH_BUFFER: usize = 4096;
+
+/// An object as stored: its data, its version (the log index of its last write), the index
+/// of its creation, and the index keys it was written with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub version: u64,
+    pub created: u64,
+    pub data: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexKey>,
+}
+
+/// A snapshot's content.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    objects: Vec<(String, String, Stored)>,
+}
+
+struct Shared {
+    db: sled::Db,
+    sm: sled::Tree,
+    snaps: sled::Tree,
+    /// Held for writing while an entry is applied and its change broadcast, for reading by
+    /// whoever needs a snapshot that lines up exactly with a watch.
+    gate: RwLock<()>,
+    changes: broadcast::Sender<Arc<Change>>,
+    /// Bumped when a snapshot replaces the whole state: watchers must start over.
+    resets: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+pub struct StateMachine {
+    shared: Arc<Shared>,
+}
+
+fn object_key(table: &str, id: &str) -> Vec<u8> {
+    let mut k = format!("o/{table}/").into_bytes();
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn table_prefix(table: &str) -> Vec<u8> {
+    format!("o/{table}/").into_bytes()
+}
+
+fn index_prefix(table: &str, index: &str, value: &str) -> Vec<u8> {
+    let mut k = format!("x/{table}/{index}/").into_bytes();
+    k.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn index_key(table: &str, ix: &IndexKey, id: &str) -> Vec<u8> {
+    let mut k = index_prefix(table, &ix.name, &ix.value);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl StateMachine {
+    pub fn new(db: &sled::Db) -> Result<StateMachine, StorageError> {
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                db: db.clone(),
+                sm: db.open_tree("sm").map_err(sm_read_err)?,
+                snaps: db.open_tree("snapshot").map_err(sm_read_err)?,
+                gate: RwLock::new(()),
+                changes: broadcast::channel(WATCH_BUFFER).0,
+                resets: tokio::sync::watch::channel(0).0,
+            }),
+        })
+    }
+
+    /// One object.
+    pub fn get(&self, table: &str, id: &str) -> Result<Option<Stored>, StorageError> {
+        get_stored(&self.shared.sm, table, id)
+    }
+
+    /// Every object of a table, by id.
+    pub fn list(&self, table: &str) -> Result<Vec<(String, Stored)>, StorageError> {
+        let prefix = table_prefix(table);
+        self.shared
+            .sm
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv.map_err(sm_read_err)?;
+                let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                Ok((id, serde_json::from_slice(&v).map_err(sm_read_err)?))
+            })
+            .collect()
+    }
+
+    /// Ids of the objects of `table` whose index `name` has `value`.
+    pub fn find(&self, table: &str, name: &str, value: &str) -> Result<Vec<String>, StorageError> {
+        let prefix = index_prefix(table, name, value);
+        self.shared
+            .sm
+            .scan_prefix(&prefix)
+            .keys()
+            .map(|k| {
+                let k = k.map_err(sm_read_err)?;
+                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// The last applied log index (0 before any).
+    pub fn applied_index(&self) -> Result<u64, StorageError> {
+        Ok(self.applied()?.map_or(0, |l| l.index))
+    }
+
+    /// A table's objects together with a subscription to every change committed after them:
+    /// a control loop's consistent starting point. When the receiver reports `Lagged` or the
+    /// reset counter moves (a snapshot replaced the state), start over.
+    pub fn list_and_watch(&self, table: &str) -> Result<Listing, StorageError> {
+        let _read = self.shared.gate.read().expect("gate");
+        let rx = self.shared.changes.subscribe();
+        let resets = self.shared.resets.subscribe();
+        Ok(Listing {
+            objects: self.list(table)?,
+            index: self.applied_index()?,
+            watch: Watch { rx, resets },
+        })
+    }
+
+    /// Committed changes from now on.
+    pub fn watch(&self) -> Watch {
+        let _read = self.shared.gate.read().expect("gate");
+        Watch {
+            rx: self.shared.changes.subscribe(),
+            resets: self.shared.resets.subscribe(),
+        }
+    }
+
+    fn applied(&self) -> Result<Option<LogId>, StorageError> {
+        match self.shared.sm.get(APPLIED).map_err(sm_read_err)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map_err(sm_read_err),
+        }
+    }
+
+    fn membership(&self) -> Result<StoredMembership, StorageError> {
+        match self.shared.sm.get(MEMBERSHIP).map_err(sm_read_err)? {
+            None => Ok(StoredMembership::default()),
+            Some(v) => serde_json::from_slice(&v).map_err(sm_read_err),
+        }
+    }
+
+    /// Apply one entry: checks first, then everything in one sled batch.
+    fn apply_entry(
+        &self,
+        entry: Entry<TypeConfig>,
+    ) -> Result<(Response, Option<Change>), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(
+            APPLIED,
+            serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
+        );
+        let index = entry.log_id.index;
+        let (response, change) = match entry.payload {
+            EntryPayload::Blank => (Response::Internal, None),
+            EntryPayload::Membership(m) => {
+                let stored = StoredMembership::new(Some(entry.log_id), m);
+                batch.insert(
+                    MEMBERSHIP,
+                    serde_json::to_vec(&stored).map_err(sm_write_err)?,
+                );
+                (Response::Internal, None)
+            }
+            EntryPayload::Normal(req) => match self.plan(&req, index, &mut batch)? {
+                Ok(events) => (
+                    Response::Applied { version: index },
+                    Some(Change { index, events }),
+                ),
+                Err(why) => {
+                    // Nothing of the request; only the applied index moves.
+                    batch = sled::Batch::default();
+                    batch.insert(
+                        APPLIED,
+                        serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
+                    );
+                    (Response::Rejected(why), None)
+                }
+            },
+        };
+        self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
+        Ok((response, change))
+    }
+
+    /// Check a request against the current state (and its own earlier operations) and put
+    /// its writes into `batch`.
+    fn plan(
+        &self,
+        req: &Request,
+        index: u64,
+        batch: &mut sled::Batch,
+    ) -> Result<Result<Vec<Event>, Rejection>, StorageError> {
+        // What this request has written so far, so later operations see it.
+        let mut pending: BTreeMap<(String, String), Option<Stored>> = BTreeMap::new();
+        let mut claimed: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+        let mut events = Vec::new();
+        for op in &req.ops {
+            let (table, id) = (op.table().to_string(), op.id().to_string());
+            let current = match pending.get(&(table.clone(), id.clone())) {
+                Some(s) => s.clone(),
+                None => get_stored(&self.shared.sm, &table, &id)?,
+            };
+            let missing = || Rejection::NotFound {
+                table: table.clone(),
+                id: id.clone(),
+            };
+            let (new, kind) = match op {
+                Op::Create { data, indexes, .. } => {
+                    if current.is_some() {
+                        return Ok(Err(Rejection::Exists { table, id }));
+                    }
+                    let s = Stored {
+                        version: index,
+                        created: index,
+                        data: data.clone(),
+                        indexes: indexes.clone(),
+                    };
+                    (Some(s), EventKind::Created)
+                }
+                Op::Update {
+                    version,
+                    data,
+                    indexes,
+                    ..
+                } => {
+                    let Some(cur) = current.as_ref() else {
+                        return Ok(Err(missing()));
+                    };
+                    if cur.version != *version {
+                        return Ok(Err(Rejection::Conflict {
+                            table,
+                            id,
+                            expected: *version,
+                            current: cur.version,
+                        }));
+                    }
+                    let s = Stored {
+                        version: index,
+                        created: cur.created,
+                        data: data.clone(),
+                        indexes: indexes.clone(),
+                    };
+                    (Some(s), EventKind::Updated)
+                }
+                Op::Delete { version, .. } => {
+                    let Some(cur) = current.as_ref() else {
+                        return Ok(Err(missing()));
+                    };
+                    if let Some(v) = version {
+                        if cur.version != *v {
+                            return Ok(Err(Rejection::Conflict {
+                                table,
+                                id,
+                                expected: *v,
+                                current: cur.version,
+                            }));
+                        }
+                    }
+                    (None, EventKind::Deleted)
+                }
+            };
+            if let Some(old) = &current {
+                for ix in &old.indexes {
+                    let k = index_key(&table, ix, &id);
+                    claimed.remove(&index_prefix(&table, &ix.name, &ix.value));
+                    batch.remove(k);
+                }
+            }
+            if let Some(s) = &new {
+                for ix in &s.indexes {
+                    if ix.unique {
+                        let prefix = index_prefix(&table, &ix.name, &ix.value);
+                        let holder = match claimed.get(&prefix) {
+                            Some(h) => Some(h.clone()),
+                            None => self.unique_holder(&prefix, &pending, &table)?,
+                        };
+                        if let Some(holder) = holder.filter(|h| *h != id) {
+                            return Ok(Err(Rejection::Duplicate {
+                                table,
+                                index: ix.name.clone(),
+                                value: ix.value.clone(),
+                                holder,
+                            }));
+                        }
+                        claimed.insert(prefix, id.clone());
+                    }
+                    batch.insert(index_key(&table, ix, &id), &[][..]);
+                }
+                batch.insert(
+                    object_key(&table, &id),
+                    serde_json::to_vec(s).map_err(sm_write_err)?,
+                );
+            } else {
+                batch.remove(object_key(&table, &id));
+            }
+            let data = match (&new, &current) {
+                (Some(s), _) => s.data.clone(),
+                (None, Some(old)) => old.data.clone(),
+                (None, None) => Value::Null,
+            };
+            events.push(Event {
+                table: table.clone(),
+                id: id.clone(),
+                kind,
+                data,
+            });
+            pending.insert((table, id), new);
+        }
+        Ok(Ok(events))
+    }
+
+    /// The id holding a unique index value in the stored state, unless this request already
+    /// removed or changed that object.
+    fn unique_holder(
+        &self,
+        prefix: &[u8],
+        pending: &BTreeMap<(String, String), Option<Stored>>,
+        table: &str,
+    ) -> Result<Option<String>, StorageError> {
+        for k in self.shared.sm.scan_prefix(prefix).keys() {
+            let k = k.map_err(sm_read_err)?;
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if !pending.contains_key(&(table.to_string(), id.clone())) {
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+
+    fn snapshot_bytes(&self) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StorageError> {
+        let _read = self.shared.gate.read().expect("gate");
+        let mut objects = Vec::new();
+        for kv in self.shared.sm.scan_prefix(b"o/") {
+            let (k, v) = kv.map_err(sm_read_err)?;
+            let rest = &k[2..];
+            let slash = rest
+                .iter()
+                .position(|b| *b == b'/')
+                .ok_or_else(|| sm_read_err(std::io::Error::other("malformed object key")))?;
+            objects.push((
+                String::from_utf8_lossy(&rest[..slash]).into_owned(),
+                String::from_utf8_lossy(&rest[slash + 1..]).into_owned(),
+                serde_json::from_slice(&v).map_err(sm_read_err)?,
+            ));
+        }
+        let bytes = serde_json::to_vec(&SnapshotData { objects }).map_err(snapshot_err)?;
+        Ok((self.applied()?, self.membership()?, bytes))
+    }
+
+    async fn save_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        bytes: &[u8],
+    ) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        batch.insert(SNAP_META, serde_json::to_vec(meta).map_err(snapshot_err)?);
+        batch.insert(SNAP_DATA, bytes);
+        self.shared.snaps.apply_batch(batch).map_err(snapshot_err)?;
+        // Logs up to the snapshot may be purged next: it must be on disk first.
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(snapshot_err)
+    }
+}
+
+fn get_stored(tree: &sled::Tree, table: &str, id: &str) -> Result<Option<Stored>, StorageError> {
+    match tree.get(object_key(table, id)).map_err(sm_read_err)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(&v).map(Some).map_err(sm_read_err),
+    }
+}
+
+/// A table as of `index`, and the changes committed after it.
+pub struct Listing {
+    pub index: u64,
+    pub objects: Vec<(String, Stored)>,
+    pub watch: Watch,
+}
+
+/// A subscription to committed changes.
+pub struct Watch {
+    pub rx: broadcast::Receiver<Arc<Change>>,
+    /// Changes when a snapshot replaced the whole state.
+    pub resets: tokio::sync::watch::Receiver<u64>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (last_log_id, last_membership, bytes) = self.snapshot_bytes()?;
+        let id = format!(
+            "{}-{}-{:x}",
+            last_log_id.map_or(0, |l| l.leader_id.term),
+            last_log_id.map_or(0, |l| l.index),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id: id,
+        };
+        self.save_snapshot(&meta, &bytes).await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.applied()?, self.membership()?))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut out = Vec::new();
+        for entry in entries {
+            let _write = self.shared.gate.write().expect("gate");
+            let (response, change) = self.apply_entry(entry)?;
+            if let Some(c) = change {
+                // No receivers is fine.
+                let _ = self.shared.changes.send(Arc::new(c));
+            }
+            out.push(response);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(snapshot_err)?;
+        {
+            let _write = self.shared.gate.write().expect("gate");
+            let mut batch = sled::Batch::default();
+            for k in self.shared.sm.iter().keys() {
+                batch.remove(k.map_err(sm_read_err)?);
+            }
+            for (table, id, stored) in &data.objects {
+                for ix in &stored.indexes {
+                    batch.insert(index_key(table, ix, id), &[][..]);
+                }
+                batch.insert(
+                    object_key(table, id),
+                    serde_json::to_vec(stored).map_err(sm_write_err)?,
+                );
+            }
+            batch.insert(
+                APPLIED,
+                serde_json::to_vec(&meta.last_log_id).map_err(sm_write_err)?,
+            );
+            batch.insert(
+                MEMBERSHIP,
+                serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
+            );
+            self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
+            self.shared.resets.send_modify(|n| *n += 1);
+        }
+        self.save_snapshot(meta, &bytes).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(meta) = self.shared.snaps.get(SNAP_META).map_err(sm_read_err)? else {
+            return Ok(None);
+        };
+        let meta: SnapshotMeta<NodeId, BasicNode> =
+            serde_json::from_slice(&meta).map_err(sm_read_err)?;
+        let data = self
+            .shared
+            .snaps
+            .get(SNAP_DATA)
+            .map_err(sm_read_err)?
+            .map(|d| d.to_vec())
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

@@ -1,0 +1,141 @@
+//! What goes through Raft: a request is an atomic batch of operations on objects; the
+//! response says whether it was applied and at which version.
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// The store's Raft types.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+
+/// One secondary-index entry of an object: `name` = `value`. With `unique`, no other object of
+/// the table may hold the same value (service names, for instance).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexKey {
+    pub name: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unique: bool,
+}
+
+/// An operation on one object. Versions are the Raft log index of the write that made them,
+/// so they only grow, and a writer that read version `v` updates "if still `v`" (optimistic
+/// concurrency, as SwarmKit's `Meta.Version`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// Fails if the object exists.
+    Create {
+        table: String,
+        id: String,
+        data: Value,
+        indexes: Vec<IndexKey>,
+    },
+    /// Fails unless the object exists at exactly `version`.
+    Update {
+        table: String,
+        id: String,
+        version: u64,
+        data: Value,
+        indexes: Vec<IndexKey>,
+    },
+    /// Fails unless the object exists (and is at `version`, when given).
+    Delete {
+        table: String,
+        id: String,
+        version: Option<u64>,
+    },
+}
+
+impl Op {
+    pub fn table(&self) -> &str {
+        match self {
+            Op::Create { table, .. } | Op::Update { table, .. } | Op::Delete { table, .. } => table,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Op::Create { id, .. } | Op::Update { id, .. } | Op::Delete { id, .. } => id,
+        }
+    }
+}
+
+/// A batch applied all or nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub ops: Vec<Op>,
+}
+
+/// The outcome of one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// Applied; the objects written now have this version.
+    Applied { version: u64 },
+    /// Nothing was applied; why (a version conflict, a duplicate, a missing object).
+    Rejected(Rejection),
+    /// A membership change or the leader's blank entry.
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("{table} {id} already exists")]
+    Exists { table: String, id: String },
+    #[error("{table} {id} not found")]
+    NotFound { table: String, id: String },
+    #[error("{table} {id} changed meanwhile (version {current}, you had {expected}): read it again and retry")]
+    Conflict {
+        table: String,
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+    #[error("{table} {index} {value:?} is already used by {holder}")]
+    Duplicate {
+        table: String,
+        index: String,
+        value: String,
+        holder: String,
+    },
+}
+
+/// A committed change, as watchers see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The log index that made it (the new version of every object in `events`).
+    pub index: u64,
+    pub events: Vec<Event>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub table: String,
+    pub id: String,
+    pub kind: EventKind,
+    /// The object after the change (before it, for a delete).
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    Updated,
+    Deleted,
+}
