@@ -300,3 +300,123 @@ impl openraft::RaftNetwork<TypeConfig> for NoNetwork {
         Err(unreachable())
     }
 }
+
+/// Where the writer child keeps its store (set by the parent).
+const CRASH_DIR_ENV: &str = "SHOAL_STORE_CRASH_DIR";
+const CRASH_ROUND_ENV: &str = "SHOAL_STORE_CRASH_ROUND";
+
+/// The child half of `no_acknowledged_write_is_lost_to_a_kill`: a single manager writing as
+/// fast as it can, printing every acknowledged id. It does nothing unless the parent ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_writer_child() {
+    use openraft::{BasicNode, Config, Raft, ServerState};
+    use std::io::Write;
+    let Ok(dir) = std::env::var(CRASH_DIR_ENV) else {
+        return;
+    };
+    let (log, sm) = open(std::path::Path::new(&dir)).unwrap();
+    let config = Config {
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let raft = Raft::<TypeConfig>::new(1, config.into(), NoNetwork, log, sm)
+        .await
+        .unwrap();
+    let _ = raft
+        .initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:0"))]))
+        .await;
+    raft.wait(Some(std::time::Duration::from_secs(10)))
+        .state(ServerState::Leader, "leader")
+        .await
+        .unwrap();
+    let round = std::env::var(CRASH_ROUND_ENV).unwrap_or_default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..16 {
+        let raft = raft.clone();
+        let round = round.clone();
+        tasks.spawn(async move {
+            for i in 0.. {
+                let id = format!("r{round}-w{w}-{i}");
+                let t = thing(&id, &id, "c");
+                let r = raft
+                    .client_write(Request {
+                        ops: vec![create(&t).unwrap()],
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(r.data, Response::Applied { .. }));
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "acked {id}");
+                let _ = out.flush();
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Durability: a manager killed with SIGKILL in the middle of a write load loses none of the
+/// writes it acknowledged (they were flushed before openraft counted them).
+#[test]
+fn no_acknowledged_write_is_lost_to_a_kill() {
+    use std::io::BufRead;
+    let dir = TempDir::new().unwrap();
+    for round in 0..3 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "tests::crash_writer_child", "--nocapture"])
+            .env(CRASH_DIR_ENV, dir.path())
+            .env(CRASH_ROUND_ENV, round.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut acked = Vec::new();
+        for line in stdout.lines() {
+            let line = line.unwrap();
+            if let Some(id) = line.strip_prefix("acked ") {
+                acked.push(id.to_string());
+                if acked.len() == 2000 {
+                    child.kill().unwrap(); // SIGKILL
+                    break;
+                }
+            }
+        }
+        let _ = child.wait();
+        assert_eq!(acked.len(), 2000, "round {round}: the writer stopped early");
+        // Reopen the files the dead writer left: replay the committed log into the state
+        // machine the way a restarted manager does, then look for every acknowledged id.
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let (log, sm) = open(dir.path()).unwrap();
+            let raft = openraft::Raft::<TypeConfig>::new(
+                1,
+                openraft::Config::default().validate().unwrap().into(),
+                NoNetwork,
+                log,
+                sm.clone(),
+            )
+            .await
+            .unwrap();
+            raft.wait(Some(std::time::Duration::from_secs(10)))
+                .state(openraft::ServerState::Leader, "leader again")
+                .await
+                .unwrap();
+            raft.ensure_linearizable().await.unwrap();
+            let missing: Vec<&String> = acked
+                .iter()
+                .filter(|id| sm.get_obj::<Thing>(id).unwrap().is_none())
+                .collect();
+            assert!(
+                missing.is_empty(),
+                "round {round}: {} acknowledged writes lost, e.g. {:?}",
+                missing.len(),
+                &missing[..missing.len().min(5)]
+            );
+            raft.shutdown().await.unwrap();
+        });
+    }
+}
