@@ -304,6 +304,8 @@ impl openraft::RaftNetwork<TypeConfig> for NoNetwork {
 /// Where the writer child keeps its store (set by the parent).
 const CRASH_DIR_ENV: &str = "SHOAL_STORE_CRASH_DIR";
 const CRASH_ROUND_ENV: &str = "SHOAL_STORE_CRASH_ROUND";
+/// The writer kills itself right after this many acknowledgements.
+const CRASH_AFTER: usize = 2000;
 
 /// The child half of `no_acknowledged_write_is_lost_to_a_kill`: a single manager writing as
 /// fast as it can, printing every acknowledged id. It does nothing unless the parent ran it.
@@ -334,10 +336,12 @@ async fn crash_writer_child() {
         .await
         .unwrap();
     let round = std::env::var(CRASH_ROUND_ENV).unwrap_or_default();
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..16 {
         let raft = raft.clone();
         let round = round.clone();
+        let acks = acks.clone();
         tasks.spawn(async move {
             for i in 0.. {
                 let id = format!("r{round}-w{w}-{i}");
@@ -352,6 +356,12 @@ async fn crash_writer_child() {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "acked {id}");
                 let _ = out.flush();
+                // Die the hard way right after an acknowledgement, while other writes are in
+                // flight: the freshest acknowledged entries are the ones at risk.
+                if acks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == CRASH_AFTER {
+                    // SAFETY: kill(2) on our own pid; nothing runs after it.
+                    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+                }
             }
         });
     }
@@ -374,19 +384,22 @@ fn no_acknowledged_write_is_lost_to_a_kill() {
             .spawn()
             .unwrap();
         let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut acked = Vec::new();
-        for line in stdout.lines() {
-            let line = line.unwrap();
-            if let Some(id) = line.strip_prefix("acked ") {
-                acked.push(id.to_string());
-                if acked.len() == 2000 {
-                    child.kill().unwrap(); // SIGKILL
-                    break;
-                }
-            }
-        }
-        let _ = child.wait();
-        assert_eq!(acked.len(), 2000, "round {round}: the writer stopped early");
+        let acked: Vec<String> = stdout
+            .lines()
+            .map_while(|l| l.ok())
+            .filter_map(|l| l.strip_prefix("acked ").map(str::to_string))
+            .collect();
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGKILL),
+            "round {round}: the writer did not die by SIGKILL: {status}"
+        );
+        assert!(
+            acked.len() >= CRASH_AFTER,
+            "round {round}: {} acks",
+            acked.len()
+        );
         // Reopen the files the dead writer left: replay the committed log into the state
         // machine the way a restarted manager does, then look for every acknowledged id.
         let rt = tokio::runtime::Runtime::new().unwrap();
