@@ -46,6 +46,9 @@ pub enum Error {
         id: String,
         message: String,
     },
+    /// No leader could be reached in time (no quorum, or an election under way).
+    #[error("{0}")]
+    NoLeader(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
     #[error("{0}")]

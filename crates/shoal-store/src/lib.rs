@@ -16,12 +16,15 @@
 
 pub mod error;
 pub mod log;
+pub mod network;
+pub mod replica;
 pub mod sm;
 pub mod table;
 pub mod types;
 
 pub use error::{Error, Result};
 pub use log::LogStore;
+pub use replica::{Replica, ReplicaConfig};
 pub use sm::{Listing, StateMachine, Stored, Watch};
 pub use table::{Object, Versioned};
 pub use types::{

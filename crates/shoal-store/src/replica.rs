@@ -1,0 +1,369 @@
+//! One manager's copy of the store: its Raft node, its state machine, the gRPC service other
+//! managers talk to, writes that reach the leader from any manager, and linearizable reads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use shoal_api::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
+use shoal_api::v1::RaftPayload;
+
+use crate::error::{Error, Result};
+use crate::network::{client_for, decode, encode, Network};
+use crate::sm::StateMachine;
+use crate::types::{NodeId, Op, Request, Response, TypeConfig};
+
+/// Timing of a manager's Raft node.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub heartbeat: Duration,
+    /// A follower that hears nothing from the leader for a random time in this range starts
+    /// an election: the failover time is about its upper end.
+    pub election_timeout: (Duration, Duration),
+    /// Take a snapshot after this many entries since the last one.
+    pub snapshot_every: u64,
+    /// Entries kept in the log behind a snapshot, for followers that lag a little.
+    pub keep_behind_snapshot: u64,
+    /// How long a write or a read barrier waits for a leader before it fails.
+    pub leader_wait: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
+            snapshot_every: 10_000,
+            keep_behind_snapshot: 1_000,
+            leader_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a follower's forwarded write gets back from the manager it thinks leads.
+#[derive(Serialize, Deserialize)]
+enum ProposeReply {
+    Done(Response),
+    NotLeader,
+}
+
+struct Inner {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    sm: StateMachine,
+    leader_wait: Duration,
+    /// Set on shutdown: the server stops and closes its connections.
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// A manager's replica of the store. Cheap to clone.
+#[derive(Clone)]
+pub struct Replica {
+    inner: Arc<Inner>,
+}
+
+impl Replica {
+    /// Open the store under `dir` and start the Raft node `id` (it does nothing until it is
+    /// bootstrapped or added by a leader).
+    pub async fn open(id: NodeId, dir: &Path, cfg: &ReplicaConfig) -> Result<Replica> {
+        let (log, sm) = crate::open(dir)?;
+        let config = Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: cfg.heartbeat.as_millis() as u64,
+            election_timeout_min: cfg.election_timeout.0.as_millis() as u64,
+            election_timeout_max: cfg.election_timeout.1.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: cfg.keep_behind_snapshot,
+            install_snapshot_timeout: 2_000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| Error::Other(format!("raft configuration: {e}")))?;
+        let raft = Raft::new(id, Arc::new(config), Network::default(), log, sm.clone())
+            .await
+            .map_err(|e| Error::Other(format!("start raft: {e}")))?;
+        Ok(Replica {
+            inner: Arc::new(Inner {
+                id,
+                raft,
+                sm,
+                leader_wait: cfg.leader_wait,
+                stop: tokio::sync::watch::channel(false).0,
+            }),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.inner.raft
+    }
+
+    /// The local state machine (reads here may trail the leader; call
+    /// [`Replica::read_barrier`] first for a linearizable read).
+    pub fn state(&self) -> &StateMachine {
+        &self.inner.sm
+    }
+
+    /// The gRPC service other managers call.
+    pub fn service(&self) -> RaftTransportServer<Service> {
+        RaftTransportServer::new(Service {
+            replica: Arc::downgrade(&self.inner),
+        })
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20)
+    }
+
+    /// Serve the transport on `listener` until [`Replica::shutdown`], which also closes the
+    /// connections other managers hold (they must reconnect to whatever replaces this one).
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let svc = self.service();
+        let mut stop = self.inner.stop.subscribe();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tokio::spawn(async move {
+            let res = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(error = %e, "the managers' transport stopped");
+            }
+        })
+    }
+
+    /// Make this node a one-member cluster (`swarm init`). Doing it again on a node that
+    /// already has state is fine.
+    pub async fn bootstrap(&self, addr: &str) -> Result<()> {
+        if self.raft().is_initialized().await.map_err(other)? {
+            return Ok(());
+        }
+        let members = BTreeMap::from([(self.id(), BasicNode::new(addr))]);
+        self.raft().initialize(members).await.map_err(other)
+    }
+
+    /// The leader and its address, as this node knows it.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let m = self.raft().metrics().borrow().clone();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node.addr))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft().metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Voters and their addresses.
+    pub fn voters(&self) -> Vec<(NodeId, String)> {
+        let m = self.raft().metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .filter_map(|id| membership.get_node(&id).map(|n| (id, n.addr.clone())))
+            .collect()
+    }
+
+    /// Add a manager: first as a learner that catches up (by snapshot if it is far behind),
+    /// then as a voter. Must run on the leader.
+    pub async fn add_voter(&self, id: NodeId, addr: &str) -> Result<()> {
+        self.raft()
+            .add_learner(id, BasicNode::new(addr), true)
+            .await
+            .map_err(other)?;
+        self.raft()
+            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    /// Remove a manager from the voters (and the cluster). Must run on the leader.
+    pub async fn remove_voter(&self, id: NodeId) -> Result<()> {
+        self.raft()
+            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    /// Commit a batch of operations, from any manager: a follower forwards it to the leader.
+    /// Returns the version the written objects now have. Without a leader for
+    /// `leader_wait` it fails rather than hang.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<u64> {
+        let req = Request { ops };
+        let deadline = Instant::now() + self.inner.leader_wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hint = match tokio::time::timeout(left, self.raft().client_write(req.clone())).await
+            {
+                // This node leads but no majority confirms: the entry is in its log and may
+                // still commit if the others come back.
+                Err(_) => return Err(self.unconfirmed()),
+                Ok(Ok(r)) => return applied(r.data),
+                Ok(Err(e)) => match e.forward_to_leader() {
+                    Some(f) => f.leader_node.clone(),
+                    None => return Err(other(e)),
+                },
+            };
+            if let Some(node) = hint {
+                if let Ok(ProposeReply::Done(r)) = forward(&node.addr, &req).await {
+                    return applied(r);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_leader());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until this node's state machine has everything committed before the call: a
+    /// read after it is linearizable. On a follower it asks the leader for its commit point.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + self.inner.leader_wait;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let hint = match tokio::time::timeout(left, self.raft().ensure_linearizable()).await {
+                Err(_) => return Err(self.no_leader()),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(e)) => match e.forward_to_leader() {
+                    Some(f) => f.leader_node.clone(),
+                    None => None,
+                },
+            };
+            if let Some(node) = hint {
+                if let Ok(index) = read_index(&node.addr).await {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.raft()
+                        .wait(Some(left))
+                        .applied_index_at_least(Some(index), "read barrier")
+                        .await
+                        .map_err(|_| self.no_leader())?;
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_leader());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn no_leader(&self) -> Error {
+        let voters = self.voters().len();
+        Error::NoLeader(format!(
+            "the managers have no leader (this one sees none after {} s; {voters} managers in the swarm, a majority of {} must be up and reach each other)",
+            self.inner.leader_wait.as_secs(),
+            voters / 2 + 1
+        ))
+    }
+
+    fn unconfirmed(&self) -> Error {
+        let voters = self.voters().len();
+        Error::NoLeader(format!(
+            "no quorum: a majority of {} of the {voters} managers did not confirm the write within {} s; it is not applied now and may still be once enough managers are back",
+            voters / 2 + 1,
+            self.inner.leader_wait.as_secs()
+        ))
+    }
+
+    pub async fn shutdown(&self) {
+        let _ = self.raft().shutdown().await;
+        self.inner.stop.send_replace(true);
+    }
+}
+
+fn applied(r: Response) -> Result<u64> {
+    match r {
+        Response::Applied { version } => Ok(version),
+        Response::Rejected(why) => Err(Error::Rejected(why)),
+        Response::Internal => Err(Error::Other("unexpected internal response".into())),
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> Error {
+    Error::Other(e.to_string())
+}
+
+async fn forward(addr: &str, req: &Request) -> Result<ProposeReply> {
+    let mut c = client_for(addr).map_err(other)?;
+    let reply = c
+        .propose(encode(req).map_err(other)?)
+        .await
+        .map_err(other)?;
+    decode(&reply.into_inner()).map_err(other)
+}
+
+async fn read_index(addr: &str) -> Result<u64> {
+    let mut c = client_for(addr).map_err(other)?;
+    let reply = c
+        .read_index(RaftPayload { data: Vec::new() })
+        .await
+        .map_err(other)?;
+    let r: Option<u64> = decode(&reply.into_inner()).map_err(other)?;
+    r.ok_or_else(|| Error::Other("not the leader".into()))
+}
+
+/// The managers' transport service. It holds the replica weakly: connections that outlive
+/// a replica's shutdown must not keep its files open.
+pub struct Service {
+    replica: std::sync::Weak<Inner>,
+}
+
+impl Service {
+    fn replica(&self) -> std::result::Result<Replica, tonic::Status> {
+        self.replica
+            .upgrade()
+            .map(|inner| Replica { inner })
+            .ok_or_else(|| tonic::Status::unavailable("this manager's store is shut down"))
+    }
+}
+
+type RpcResult = std::result::Result<tonic::Response<RaftPayload>, tonic::Status>;
+
+#[tonic::async_trait]
+impl RaftTransport for Service {
+    async fn append_entries(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let rpc = decode(request.get_ref())?;
+        let res = self.replica()?.raft().append_entries(rpc).await;
+        Ok(tonic::Response::new(encode(&res)?))
+    }
+
+    async fn vote(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let rpc = decode(request.get_ref())?;
+        let res = self.replica()?.raft().vote(rpc).await;
+        Ok(tonic::Response::new(encode(&res)?))
+    }
+
+    async fn install_snapshot(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let rpc = decode(request.get_ref())?;
+        let res = self.replica()?.raft().install_snapshot(rpc).await;
+        Ok(tonic::Response::new(encode(&res)?))
+    }
+
+    async fn propose(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let req: Request = decode(request.get_ref())?;
+        // Only the leader's own Raft: a forwarded write is never forwarded again.
+        let reply = match self.replica()?.raft().client_write(req).await {
+            Ok(r) => ProposeReply::Done(r.data),
+            Err(e) if e.forward_to_leader().is_some() => ProposeReply::NotLeader,
+            Err(e) => return Err(tonic::Status::internal(e.to_string())),
+        };
+        Ok(tonic::Response::new(encode(&reply)?))
+    }
+
+    async fn read_index(&self, _request: tonic::Request<RaftPayload>) -> RpcResult {
+        let index = match self.replica()?.raft().ensure_linearizable().await {
+            Ok(log_id) => Some(log_id.map_or(0, |l| l.index)),
+            Err(_) => None,
+        };
+        Ok(tonic::Response::new(encode(&index)?))
+    }
+}
