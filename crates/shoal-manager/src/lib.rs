@@ -1,0 +1,13 @@
+//! The swarm's control plane. For now: the cluster's certificate authority and join tokens;
+//! the leader's control loops (orchestrators, allocator, dispatcher) come with services.
+
+pub mod ca;
+pub mod error;
+pub mod token;
+
+pub use ca::{identity, Identity, NodeKey, Role, RootCa};
+pub use error::{Error, Result};
+pub use token::JoinToken;
+
+#[cfg(test)]
+mod tests;
