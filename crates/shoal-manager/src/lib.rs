@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod error;
+pub mod security;
 pub mod token;
 
 pub use ca::{identity, Identity, NodeKey, Role, RootCa};

@@ -24,6 +24,7 @@ pub mod types;
 
 pub use error::{Error, Result};
 pub use log::LogStore;
+pub use network::{Security, MANAGER_NAME};
 pub use replica::{Replica, ReplicaConfig};
 pub use sm::{Listing, StateMachine, Stored, Watch};
 pub use table::{Object, Versioned};

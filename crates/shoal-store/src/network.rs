@@ -2,6 +2,7 @@
 //! JSON in a bytes field, and the handler's whole `Result` comes back the same way, so a
 //! remote Raft error arrives as the error openraft expects.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -17,16 +18,41 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use shoal_api::v1::raft_transport_client::RaftTransportClient;
 use shoal_api::v1::RaftPayload;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::types::{NodeId, TypeConfig};
 
 /// How long a connection attempt to another manager may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The name every manager's certificate carries (besides its node id): a client checks the
+/// server it reached is a manager of its cluster by verifying this name against the
+/// cluster's CA.
+pub const MANAGER_NAME: &str = "swarm-manager";
+
+/// Mutual TLS between managers: the cluster's root, this node's certificate and key, and the
+/// rule deciding which verified peers may call (managers of this cluster, not removed).
+pub struct Security {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Called with the DER of a caller's (already verified) certificate.
+    #[allow(clippy::type_complexity)]
+    pub authorize: Box<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Security").finish_non_exhaustive()
+    }
+}
+
 /// Makes a client per peer; connections are opened lazily and re-opened by tonic.
 #[derive(Clone, Default)]
-pub struct Network {}
+pub struct Network {
+    pub(crate) security: Option<Arc<Security>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -35,6 +61,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             target,
             addr: node.addr.clone(),
+            security: self.security.clone(),
             client: None,
         }
     }
@@ -44,16 +71,27 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     addr: String,
+    security: Option<Arc<Security>>,
     client: Option<RaftTransportClient<Channel>>,
 }
 
-/// A client for `addr`, connecting on first use.
+/// A client for `addr`, connecting on first use; with mutual TLS when `security` is set.
 pub(crate) fn client_for(
     addr: &str,
+    security: Option<&Security>,
 ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+    let scheme = if security.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
+    if let Some(sec) = security {
+        endpoint = endpoint.tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(&sec.ca_pem))
+                .identity(Identity::from_pem(&sec.cert_pem, &sec.key_pem))
+                .domain_name(MANAGER_NAME),
+        )?;
+    }
     Ok(RaftTransportClient::new(endpoint.connect_lazy()))
 }
 
@@ -88,8 +126,8 @@ impl Peer {
         E: std::error::Error + DeserializeOwned,
     {
         if self.client.is_none() {
-            let c =
-                client_for(&self.addr).map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let c = client_for(&self.addr, self.security.as_deref())
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
             self.client = Some(c);
         }
         let client = self.client.as_mut().expect("client just set");

@@ -12,7 +12,7 @@ use shoal_api::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use shoal_api::v1::RaftPayload;
 
 use crate::error::{Error, Result};
-use crate::network::{client_for, decode, encode, Network};
+use crate::network::{client_for, decode, encode, Network, Security};
 use crate::sm::StateMachine;
 use crate::types::{NodeId, Op, Request, Response, TypeConfig};
 
@@ -29,6 +29,8 @@ pub struct ReplicaConfig {
     pub keep_behind_snapshot: u64,
     /// How long a write or a read barrier waits for a leader before it fails.
     pub leader_wait: Duration,
+    /// Mutual TLS between managers; `None` only in tests of the store itself.
+    pub security: Option<Arc<Security>>,
 }
 
 impl Default for ReplicaConfig {
@@ -39,6 +41,7 @@ impl Default for ReplicaConfig {
             snapshot_every: 10_000,
             keep_behind_snapshot: 1_000,
             leader_wait: Duration::from_secs(5),
+            security: None,
         }
     }
 }
@@ -55,6 +58,7 @@ struct Inner {
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     leader_wait: Duration,
+    security: Option<Arc<Security>>,
     /// Set on shutdown: the server stops and closes its connections.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -82,7 +86,10 @@ impl Replica {
         }
         .validate()
         .map_err(|e| Error::Other(format!("raft configuration: {e}")))?;
-        let raft = Raft::new(id, Arc::new(config), Network::default(), log, sm.clone())
+        let network = Network {
+            security: cfg.security.clone(),
+        };
+        let raft = Raft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::Other(format!("start raft: {e}")))?;
         Ok(Replica {
@@ -91,6 +98,7 @@ impl Replica {
                 raft,
                 sm,
                 leader_wait: cfg.leader_wait,
+                security: cfg.security.clone(),
                 stop: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -121,12 +129,25 @@ impl Replica {
 
     /// Serve the transport on `listener` until [`Replica::shutdown`], which also closes the
     /// connections other managers hold (they must reconnect to whatever replaces this one).
-    pub fn serve(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<tokio::task::JoinHandle<()>> {
         let svc = self.service();
         let mut stop = self.inner.stop.subscribe();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        tokio::spawn(async move {
-            let res = tonic::transport::Server::builder()
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(sec) = &self.inner.security {
+            // Every caller must present a certificate of the cluster's CA.
+            let tls = tonic::transport::ServerTlsConfig::new()
+                .identity(tonic::transport::Identity::from_pem(
+                    &sec.cert_pem,
+                    &sec.key_pem,
+                ))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&sec.ca_pem));
+            builder = builder
+                .tls_config(tls)
+                .map_err(|e| Error::Other(format!("TLS for the managers' transport: {e}")))?;
+        }
+        Ok(tokio::spawn(async move {
+            let res = builder
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
@@ -135,7 +156,7 @@ impl Replica {
             if let Err(e) = res {
                 tracing::warn!(error = %e, "the managers' transport stopped");
             }
-        })
+        }))
     }
 
     /// Make this node a one-member cluster (`swarm init`). Doing it again on a node that
@@ -213,7 +234,7 @@ impl Replica {
                 },
             };
             if let Some(node) = hint {
-                if let Ok(ProposeReply::Done(r)) = forward(&node.addr, &req).await {
+                if let Ok(ProposeReply::Done(r)) = self.forward(&node.addr, &req).await {
                     return applied(r);
                 }
             }
@@ -239,7 +260,7 @@ impl Replica {
                 },
             };
             if let Some(node) = hint {
-                if let Ok(index) = read_index(&node.addr).await {
+                if let Ok(index) = self.read_index(&node.addr).await {
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.raft()
                         .wait(Some(left))
@@ -292,23 +313,25 @@ fn other(e: impl std::fmt::Display) -> Error {
     Error::Other(e.to_string())
 }
 
-async fn forward(addr: &str, req: &Request) -> Result<ProposeReply> {
-    let mut c = client_for(addr).map_err(other)?;
-    let reply = c
-        .propose(encode(req).map_err(other)?)
-        .await
-        .map_err(other)?;
-    decode(&reply.into_inner()).map_err(other)
-}
+impl Replica {
+    async fn forward(&self, addr: &str, req: &Request) -> Result<ProposeReply> {
+        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
+        let reply = c
+            .propose(encode(req).map_err(other)?)
+            .await
+            .map_err(other)?;
+        decode(&reply.into_inner()).map_err(other)
+    }
 
-async fn read_index(addr: &str) -> Result<u64> {
-    let mut c = client_for(addr).map_err(other)?;
-    let reply = c
-        .read_index(RaftPayload { data: Vec::new() })
-        .await
-        .map_err(other)?;
-    let r: Option<u64> = decode(&reply.into_inner()).map_err(other)?;
-    r.ok_or_else(|| Error::Other("not the leader".into()))
+    async fn read_index(&self, addr: &str) -> Result<u64> {
+        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
+        let reply = c
+            .read_index(RaftPayload { data: Vec::new() })
+            .await
+            .map_err(other)?;
+        let r: Option<u64> = decode(&reply.into_inner()).map_err(other)?;
+        r.ok_or_else(|| Error::Other("not the leader".into()))
+    }
 }
 
 /// The managers' transport service. It holds the replica weakly: connections that outlive
@@ -318,11 +341,26 @@ pub struct Service {
 }
 
 impl Service {
-    fn replica(&self) -> std::result::Result<Replica, tonic::Status> {
-        self.replica
+    /// The replica, for a caller the security rule lets in.
+    fn replica<T>(
+        &self,
+        request: &tonic::Request<T>,
+    ) -> std::result::Result<Replica, tonic::Status> {
+        let replica = self
+            .replica
             .upgrade()
             .map(|inner| Replica { inner })
-            .ok_or_else(|| tonic::Status::unavailable("this manager's store is shut down"))
+            .ok_or_else(|| tonic::Status::unavailable("this manager's store is shut down"))?;
+        if let Some(sec) = &replica.inner.security {
+            let certs = request.peer_certs().ok_or_else(|| {
+                tonic::Status::unauthenticated("managers' transport: no client certificate")
+            })?;
+            let leaf = certs.first().ok_or_else(|| {
+                tonic::Status::unauthenticated("managers' transport: no client certificate")
+            })?;
+            (sec.authorize)(leaf).map_err(tonic::Status::permission_denied)?;
+        }
+        Ok(replica)
     }
 }
 
@@ -331,27 +369,31 @@ type RpcResult = std::result::Result<tonic::Response<RaftPayload>, tonic::Status
 #[tonic::async_trait]
 impl RaftTransport for Service {
     async fn append_entries(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
         let rpc = decode(request.get_ref())?;
-        let res = self.replica()?.raft().append_entries(rpc).await;
+        let res = replica.raft().append_entries(rpc).await;
         Ok(tonic::Response::new(encode(&res)?))
     }
 
     async fn vote(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
         let rpc = decode(request.get_ref())?;
-        let res = self.replica()?.raft().vote(rpc).await;
+        let res = replica.raft().vote(rpc).await;
         Ok(tonic::Response::new(encode(&res)?))
     }
 
     async fn install_snapshot(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
         let rpc = decode(request.get_ref())?;
-        let res = self.replica()?.raft().install_snapshot(rpc).await;
+        let res = replica.raft().install_snapshot(rpc).await;
         Ok(tonic::Response::new(encode(&res)?))
     }
 
     async fn propose(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
         let req: Request = decode(request.get_ref())?;
         // Only the leader's own Raft: a forwarded write is never forwarded again.
-        let reply = match self.replica()?.raft().client_write(req).await {
+        let reply = match replica.raft().client_write(req).await {
             Ok(r) => ProposeReply::Done(r.data),
             Err(e) if e.forward_to_leader().is_some() => ProposeReply::NotLeader,
             Err(e) => return Err(tonic::Status::internal(e.to_string())),
@@ -359,8 +401,9 @@ impl RaftTransport for Service {
         Ok(tonic::Response::new(encode(&reply)?))
     }
 
-    async fn read_index(&self, _request: tonic::Request<RaftPayload>) -> RpcResult {
-        let index = match self.replica()?.raft().ensure_linearizable().await {
+    async fn read_index(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
+        let index = match replica.raft().ensure_linearizable().await {
             Ok(log_id) => Some(log_id.map_or(0, |l| l.index)),
             Err(_) => None,
         };

@@ -38,6 +38,7 @@ fn config() -> ReplicaConfig {
         snapshot_every: 50,
         keep_behind_snapshot: 5,
         leader_wait: Duration::from_secs(3),
+        security: None,
     }
 }
 
@@ -69,7 +70,7 @@ impl Manager {
         let replica = Replica::open(self.id, self.dir.path(), &config())
             .await
             .unwrap();
-        self.server = Some(replica.serve(listener));
+        self.server = Some(replica.serve(listener).unwrap());
         self.replica = Some(replica);
     }
 
