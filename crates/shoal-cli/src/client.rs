@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 use hyper_util::rt::TokioIo;
 use shoal_api::v1::engine_client::EngineClient;
+use shoal_api::v1::swarm_client::SwarmClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
 
@@ -24,6 +25,15 @@ pub fn socket_path(host: &str) -> Result<String> {
 }
 
 pub async fn connect(host: &str) -> Result<Client> {
+    Ok(EngineClient::new(channel(host).await?).max_decoding_message_size(16 << 20))
+}
+
+/// The swarm API of the same daemon.
+pub async fn connect_swarm(host: &str) -> Result<SwarmClient<Channel>> {
+    Ok(SwarmClient::new(channel(host).await?))
+}
+
+async fn channel(host: &str) -> Result<Channel> {
     let path = socket_path(host)?;
     let p = path.clone();
     let channel = Endpoint::try_from("http://shoald")?
@@ -36,7 +46,7 @@ pub async fn connect(host: &str) -> Result<Client> {
             let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
             anyhow!("cannot connect to shoald at {path}: {cause}. Is shoald running? (start it, or point -H/SHOAL_HOST at its socket)")
         })?;
-    Ok(EngineClient::new(channel).max_decoding_message_size(16 << 20))
+    Ok(channel)
 }
 
 /// A gRPC status as a one-line error.

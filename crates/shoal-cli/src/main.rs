@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{container, image, manage, network, system};
+use crate::commands::{container, image, manage, network, swarm, system};
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +81,12 @@ enum Command {
     Network(network::NetworkCommand),
     /// List a container's published ports.
     Port(network::PortArgs),
+    /// Manage the swarm.
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCommand),
+    /// Manage the swarm's nodes.
+    #[command(subcommand)]
+    Node(swarm::NodeCommand),
     /// Manage shoal itself: prune, df, events.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -101,6 +107,8 @@ enum Command {
     Tag(image::TagArgs),
     /// Show the client and daemon versions.
     Version(commands::VersionArgs),
+    /// Show the daemon, its containers and images, and the swarm.
+    Info,
 }
 
 #[derive(Subcommand)]
@@ -128,6 +136,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Version(a) => commands::version(&cli.host, a).await,
+        Command::Info => commands::info(&cli.host).await,
         Command::Run(a) => container::run(&cli.host, a).await,
         Command::Create(a) => container::create(&cli.host, a).await,
         Command::Start(a) => container::start(&cli.host, a).await,
@@ -152,6 +161,8 @@ async fn run(cli: Cli) -> i32 {
         Command::Volume(c) => system::volume(&cli.host, c).await,
         Command::Network(c) => network::dispatch(&cli.host, c).await,
         Command::Port(a) => network::port(&cli.host, a).await,
+        Command::Swarm(c) => swarm::swarm(&cli.host, c).await,
+        Command::Node(c) => swarm::node(&cli.host, c).await,
         Command::System(c) => system::dispatch(&cli.host, c).await,
         Command::Events(a) => system::events(&cli.host, a).await,
         Command::Image(c) => image::dispatch(&cli.host, c).await,

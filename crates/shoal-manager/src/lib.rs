@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod error;
+pub mod objects;
 pub mod security;
 pub mod token;
 

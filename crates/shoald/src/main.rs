@@ -4,6 +4,7 @@
 //! stop them; the next shoald re-attaches.
 
 mod api;
+mod swarm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -145,6 +146,11 @@ async fn serve(args: Args) -> Result<()> {
         }
     }
     let engine = Engine::open(cfg).await.context("open the engine")?;
+    let swarm = std::sync::Arc::new(
+        swarm::SwarmApi::open(&args.data_root)
+            .await
+            .context("rejoin the swarm")?,
+    );
     let listener = bind_socket(&args.socket)?;
     tracing::info!(socket = %args.socket.display(), data_root = %args.data_root.display(), "shoald ready");
 
@@ -159,6 +165,7 @@ async fn serve(args: Args) -> Result<()> {
     };
     tonic::transport::Server::builder()
         .add_service(api::service(engine))
+        .add_service(swarm.service())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await
         .context("serve the API")?;

@@ -4,6 +4,7 @@ pub mod container;
 pub mod image;
 pub mod manage;
 pub mod network;
+pub mod swarm;
 
 pub mod system;
 
@@ -68,6 +69,76 @@ pub async fn version(host: &str, args: VersionArgs) -> Result<i32> {
             "\nServer:\n Version:     {}\n API version: {}\n OS/Arch:     {}/{}\n Cgroup:      v{}\n Data root:   {}",
             v.version, v.api_version, v.os, v.arch, v.cgroup_version, v.data_root
         );
+    }
+    Ok(0)
+}
+
+/// `shoal info`: the daemon, its containers and images, and the node's part in a swarm.
+pub async fn info(host: &str) -> Result<i32> {
+    use shoal_api::v1::{ListContainersRequest, ListImagesRequest, SwarmInspectRequest};
+    let mut engine = connect(host).await?;
+    let v = engine
+        .version(VersionRequest {})
+        .await
+        .map_err(err)?
+        .into_inner();
+    let containers = engine
+        .list_containers(ListContainersRequest {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(err)?
+        .into_inner()
+        .containers;
+    let count = |s: shoal_api::ContainerStatus| {
+        containers
+            .iter()
+            .filter(|c| c.state.as_ref().map(|st| st.status()) == Some(s))
+            .count()
+    };
+    let running = count(shoal_api::ContainerStatus::Running);
+    let paused = count(shoal_api::ContainerStatus::Paused);
+    let images = engine
+        .list_images(ListImagesRequest {})
+        .await
+        .map_err(err)?
+        .into_inner()
+        .images
+        .len();
+    println!("Server:");
+    println!(" Containers: {}", containers.len());
+    println!("  Running: {running}");
+    println!("  Paused: {paused}");
+    println!("  Stopped: {}", containers.len() - running - paused);
+    println!(" Images: {images}");
+    println!(" Server Version: {}", v.version);
+    println!(" Storage Driver: overlay");
+    println!(" Cgroup Version: {}", v.cgroup_version);
+    println!(" Docker Root Dir: {}", v.data_root);
+    let s = crate::client::connect_swarm(host)
+        .await?
+        .inspect(SwarmInspectRequest {})
+        .await
+        .map_err(err)?
+        .into_inner();
+    println!(" Swarm: {}", s.local_node_state);
+    if s.local_node_state == "active" {
+        println!("  NodeID: {}", s.node_id);
+        println!("  Is Manager: {}", s.control_available);
+        println!("  ClusterID: {}", s.cluster_id);
+        println!("  Managers: {}", s.managers);
+        println!("  Nodes: {}", s.nodes);
+        println!("  Raft:");
+        println!("   State: {}", s.raft_state);
+        println!("   Leader: {}", s.leader_node_id);
+        println!("   Term: {}", s.raft_term);
+        println!("   Applied Index: {}", s.raft_applied_index);
+        println!("  Node Address: {}", s.node_addr);
+        println!("  Manager Addresses:");
+        for a in &s.manager_addrs {
+            println!("   {a}");
+        }
     }
     Ok(0)
 }

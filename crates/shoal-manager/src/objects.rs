@@ -1,0 +1,122 @@
+//! The swarm's objects in the replicated store. Services, tasks, networks, secrets and
+//! configs join them as more tables.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use shoal_store::table::{index, unique_index};
+use shoal_store::{IndexKey, Object};
+
+/// docker's node availability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+/// What the managers last heard of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    #[default]
+    Unknown,
+    Down,
+    Ready,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Manager,
+    Worker,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Manager => "manager",
+            NodeRole::Worker => "worker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// docker-style 25-character id.
+    pub id: String,
+    /// The node's id in Raft (managers).
+    pub raft_id: u64,
+    pub hostname: String,
+    /// The role the managers want it in (its certificate follows).
+    pub role: NodeRole,
+    pub availability: Availability,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The address other nodes reach it at (ip:port).
+    pub addr: String,
+    pub state: NodeState,
+    #[serde(default)]
+    pub message: String,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(default)]
+    pub engine_version: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub arch: String,
+    #[serde(default)]
+    pub nano_cpus: i64,
+    #[serde(default)]
+    pub memory_bytes: i64,
+}
+
+impl Object for Node {
+    const TABLE: &'static str = "nodes";
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn indexes(&self) -> Vec<IndexKey> {
+        vec![
+            index("role", self.role.as_str()),
+            index("hostname", &self.hostname),
+            unique_index("raft_id", self.raft_id.to_string()),
+        ]
+    }
+}
+
+/// The one cluster object: settings, the CA and the join secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub name: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The root CA (PEM) and its key, so any manager can sign node certificates.
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+    pub worker_secret: String,
+    pub manager_secret: String,
+    pub heartbeat_period_secs: u64,
+    pub cert_expiry_secs: u64,
+    pub task_history_limit: u64,
+    pub default_addr_pool: Vec<String>,
+    pub subnet_size: u32,
+    pub data_path_port: u16,
+}
+
+impl Cluster {
+    /// The cluster object's id in its table.
+    pub const KEY: &'static str = "default";
+}
+
+impl Object for Cluster {
+    const TABLE: &'static str = "clusters";
+    fn id(&self) -> &str {
+        Self::KEY
+    }
+}

@@ -1,0 +1,171 @@
+//! `swarm init`, join tokens, `node ls`/`inspect`, `swarm inspect` on one real daemon (in its
+//! own network namespace, so port 2377 is its own), and the swarm surviving a restart.
+
+use std::os::unix::fs::PermissionsExt;
+
+use serde_json::Value;
+use shoal_testkit::Daemon;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn init_makes_a_one_manager_swarm_that_survives_a_restart() {
+    let mut d = Daemon::start();
+    // Not in a swarm yet.
+    let (_, e) = d.fails(&["node", "ls"]);
+    assert!(e.contains("not a swarm manager"), "{e}");
+    // No default route in the test host: the address must be given.
+    let (_, e) = d.fails(&["swarm", "init"]);
+    assert!(e.contains("--advertise-addr"), "{e}");
+    let (_, e) = d.fails(&["swarm", "init", "--advertise-addr", "eth9"]);
+    assert!(e.contains("use an IP address"), "{e}");
+    let (_, e) = d.fails(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "127.0.0.1",
+        "--cert-expiry",
+        "5x",
+    ]);
+    assert!(e.contains("--cert-expiry"), "{e}");
+    assert!(
+        !d.data_root().join("swarm").exists(),
+        "refused inits leave nothing"
+    );
+
+    let out = d.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert!(out.contains("is now a manager"), "{out}");
+    assert!(out.contains("shoal swarm join --token SWMTKN-1-"), "{out}");
+    assert!(out.contains("127.0.0.1:2377"), "{out}");
+    let (_, e) = d.fails(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert!(e.contains("already part of a swarm"), "{e}");
+
+    let ls = d.ok(&["node", "ls"]);
+    let lines: Vec<&str> = ls.lines().collect();
+    assert_eq!(lines.len(), 2, "{ls}");
+    assert!(lines[0].contains("MANAGER STATUS"), "{ls}");
+    assert!(lines[1].contains(" * "), "the node asked is marked: {ls}");
+    assert!(
+        lines[1].contains("Ready") && lines[1].contains("Active") && lines[1].contains("Leader"),
+        "{ls}"
+    );
+    let id = d.ok(&["node", "ls", "-q"]).trim().to_string();
+    assert_eq!(id.len(), 25, "{id}");
+    let node: Value = serde_json::from_str(&d.ok(&["node", "inspect", "self"])).unwrap();
+    assert_eq!(node[0]["ID"], id.as_str());
+    assert_eq!(node[0]["Spec"]["Role"], "manager");
+    assert_eq!(node[0]["ManagerStatus"]["Leader"], true);
+    assert!(d
+        .ok(&["node", "inspect", "--pretty", &id[..5]])
+        .contains("Leader"));
+    let (_, e) = d.fails(&["node", "inspect", "nosuchnode"]);
+    assert!(e.contains("no such node"), "{e}");
+
+    // Tokens: worker and manager differ, -q prints only the token, rotation replaces one.
+    let worker = d
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let manager = d
+        .ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    assert!(worker.starts_with("SWMTKN-1-") && manager.starts_with("SWMTKN-1-"));
+    assert_ne!(worker, manager);
+    assert_eq!(worker[..60], manager[..60], "same CA fingerprint");
+    let rotated = d.ok(&["swarm", "join-token", "--rotate", "worker"]);
+    assert!(
+        rotated.contains("Successfully rotated worker join token"),
+        "{rotated}"
+    );
+    let worker2 = d
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    assert_ne!(worker, worker2);
+    assert_eq!(
+        manager,
+        d.ok(&["swarm", "join-token", "-q", "manager"]).trim()
+    );
+    let (_, e) = d.fails(&["swarm", "join-token", "admin"]);
+    assert!(e.contains("worker or manager"), "{e}");
+
+    let swarm: Value = serde_json::from_str(&d.ok(&["swarm", "inspect"])).unwrap();
+    assert_eq!(swarm[0]["Raft"]["State"], "leader");
+    assert_eq!(swarm[0]["Raft"]["Leader"], id.as_str());
+    assert_eq!(
+        swarm[0]["Spec"]["Dispatcher"]["HeartbeatPeriod"],
+        5_000_000_000u64
+    );
+
+    // Keys and the store (which holds the CA key) are root's alone.
+    let dir = d.data_root().join("swarm");
+    assert_eq!(mode(&dir.join("certs/node.key")), 0o600);
+    assert_eq!(mode(&dir.join("certs")), 0o700);
+    assert_eq!(mode(&dir.join("raft")), 0o700);
+
+    // Availability and labels.
+    d.ok(&[
+        "node",
+        "update",
+        "--availability",
+        "drain",
+        "--label-add",
+        "zone=a",
+        "--label-add",
+        "ssd=",
+        &id,
+    ]);
+    let node: Value = serde_json::from_str(&d.ok(&["node", "inspect", "self"])).unwrap();
+    assert_eq!(node[0]["Spec"]["Availability"], "drain");
+    assert_eq!(node[0]["Spec"]["Labels"]["zone"], "a");
+    assert!(d.ok(&["node", "ls"]).contains("Drain"));
+    d.ok(&[
+        "node",
+        "update",
+        "--label-rm",
+        "ssd",
+        "--availability",
+        "active",
+        "self",
+    ]);
+    let node: Value = serde_json::from_str(&d.ok(&["node", "inspect", "self"])).unwrap();
+    assert!(node[0]["Spec"]["Labels"].get("ssd").is_none());
+    let (_, e) = d.fails(&["node", "update", "--label-rm", "nope", "self"]);
+    assert!(e.contains("not set"), "{e}");
+    let (_, e) = d.fails(&["node", "update", "--availability", "sleepy", "self"]);
+    assert!(e.contains("active, pause or drain"), "{e}");
+    let (_, e) = d.fails(&["node", "update", "self"]);
+    assert!(e.contains("nothing to update"), "{e}");
+
+    let info = d.ok(&["info"]);
+    assert!(info.contains(" Swarm: active"), "{info}");
+    assert!(info.contains(&format!("NodeID: {id}")), "{info}");
+    assert!(info.contains("State: leader"), "{info}");
+
+    // A restart brings the same swarm back.
+    d.restart();
+    let ls2 = d.ok(&["node", "ls", "-q"]);
+    assert_eq!(ls2.trim(), id);
+    assert_eq!(
+        worker2,
+        d.ok(&["swarm", "join-token", "-q", "worker"]).trim()
+    );
+
+    // Leaving as the only manager needs --force, and then the node is in no swarm.
+    let (_, e) = d.fails(&["swarm", "leave"]);
+    assert!(e.contains("only manager") && e.contains("--force"), "{e}");
+    assert_eq!(
+        d.ok(&["swarm", "leave", "--force"]).trim(),
+        "Node left the swarm."
+    );
+    assert!(!dir.exists(), "its swarm state is gone");
+    assert!(d.ok(&["info"]).contains(" Swarm: inactive"));
+    let (_, e) = d.fails(&["swarm", "leave"]);
+    assert!(e.contains("not part of a swarm"), "{e}");
+    // And it can start a new one (the port was released).
+    d.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    assert_ne!(d.ok(&["node", "ls", "-q"]).trim(), id);
+}
