@@ -3,6 +3,9 @@
 
 pub mod ca;
 pub mod error;
+pub mod ids;
+pub mod join;
+pub mod node_ca;
 pub mod objects;
 pub mod security;
 pub mod token;

@@ -46,6 +46,13 @@ impl Default for ReplicaConfig {
     }
 }
 
+/// A membership change a follower forwards to the leader.
+#[derive(Serialize, Deserialize)]
+enum VoterChange {
+    Add { id: NodeId, addr: String },
+    Remove { id: NodeId },
+}
+
 /// What a follower's forwarded write gets back from the manager it thinks leads.
 #[derive(Serialize, Deserialize)]
 enum ProposeReply {
@@ -130,25 +137,36 @@ impl Replica {
     /// Serve the transport on `listener` until [`Replica::shutdown`], which also closes the
     /// connections other managers hold (they must reconnect to whatever replaces this one).
     pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<tokio::task::JoinHandle<()>> {
+        self.serve_with(listener, |router| router)
+    }
+
+    /// [`Replica::serve`] with more services on the same port (the node CA, the
+    /// dispatcher). With TLS, a client certificate is optional at the handshake: a joining
+    /// node has none yet; the store's own calls refuse callers without one.
+    pub fn serve_with(
+        &self,
+        listener: tokio::net::TcpListener,
+        more: impl FnOnce(tonic::transport::server::Router) -> tonic::transport::server::Router,
+    ) -> Result<tokio::task::JoinHandle<()>> {
         let svc = self.service();
         let mut stop = self.inner.stop.subscribe();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let mut builder = tonic::transport::Server::builder();
         if let Some(sec) = &self.inner.security {
-            // Every caller must present a certificate of the cluster's CA.
+            // The chain includes the root, so a joining node can check it against the
+            // fingerprint its token pins.
+            let chain = format!("{}\n{}", sec.cert_pem.trim_end(), sec.ca_pem);
             let tls = tonic::transport::ServerTlsConfig::new()
-                .identity(tonic::transport::Identity::from_pem(
-                    &sec.cert_pem,
-                    &sec.key_pem,
-                ))
-                .client_ca_root(tonic::transport::Certificate::from_pem(&sec.ca_pem));
+                .identity(tonic::transport::Identity::from_pem(chain, &sec.key_pem))
+                .client_ca_root(tonic::transport::Certificate::from_pem(&sec.ca_pem))
+                .client_auth_optional(true);
             builder = builder
                 .tls_config(tls)
                 .map_err(|e| Error::Other(format!("TLS for the managers' transport: {e}")))?;
         }
+        let router = more(builder.add_service(svc));
         Ok(tokio::spawn(async move {
-            let res = builder
-                .add_service(svc)
+            let res = router
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stop.wait_for(|s| *s).await;
                 })
@@ -192,25 +210,59 @@ impl Replica {
     }
 
     /// Add a manager: first as a learner that catches up (by snapshot if it is far behind),
-    /// then as a voter. Must run on the leader.
+    /// then as a voter. Runs on the leader; from a follower it is forwarded there.
     pub async fn add_voter(&self, id: NodeId, addr: &str) -> Result<()> {
-        self.raft()
-            .add_learner(id, BasicNode::new(addr), true)
-            .await
-            .map_err(other)?;
-        self.raft()
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(other)?;
-        Ok(())
+        self.change_voters(VoterChange::Add {
+            id,
+            addr: addr.to_string(),
+        })
+        .await
     }
 
-    /// Remove a manager from the voters (and the cluster). Must run on the leader.
+    /// Remove a manager from the voters (and the cluster), on the leader or through it.
     pub async fn remove_voter(&self, id: NodeId) -> Result<()> {
-        self.raft()
-            .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-            .await
-            .map_err(other)?;
+        self.change_voters(VoterChange::Remove { id }).await
+    }
+
+    async fn change_voters(&self, change: VoterChange) -> Result<()> {
+        let deadline = Instant::now() + self.inner.leader_wait;
+        loop {
+            if self.is_leader() {
+                return self.change_voters_here(&change).await;
+            }
+            if let Some((_, addr)) = self.leader() {
+                match self.forward_change(&addr, &change).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(msg)) => return Err(Error::Other(msg)),
+                    Err(_) => {}
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.no_leader());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn change_voters_here(&self, change: &VoterChange) -> Result<()> {
+        match change {
+            VoterChange::Add { id, addr } => {
+                self.raft()
+                    .add_learner(*id, BasicNode::new(addr), true)
+                    .await
+                    .map_err(other)?;
+                self.raft()
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([*id])), false)
+                    .await
+                    .map_err(other)?;
+            }
+            VoterChange::Remove { id } => {
+                self.raft()
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                    .await
+                    .map_err(other)?;
+            }
+        }
         Ok(())
     }
 
@@ -323,6 +375,20 @@ impl Replica {
         decode(&reply.into_inner()).map_err(other)
     }
 
+    /// Ok(Err(message)): the leader refused the change; Err: it could not be asked.
+    async fn forward_change(
+        &self,
+        addr: &str,
+        change: &VoterChange,
+    ) -> Result<std::result::Result<(), String>> {
+        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
+        let reply = c
+            .change_voters(encode(change).map_err(other)?)
+            .await
+            .map_err(other)?;
+        decode(&reply.into_inner()).map_err(other)
+    }
+
     async fn read_index(&self, addr: &str) -> Result<u64> {
         let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
         let reply = c
@@ -399,6 +465,19 @@ impl RaftTransport for Service {
             Err(e) => return Err(tonic::Status::internal(e.to_string())),
         };
         Ok(tonic::Response::new(encode(&reply)?))
+    }
+
+    async fn change_voters(&self, request: tonic::Request<RaftPayload>) -> RpcResult {
+        let replica = self.replica(&request)?;
+        let change: VoterChange = decode(request.get_ref())?;
+        if !replica.is_leader() {
+            return Err(tonic::Status::unavailable("not the leader"));
+        }
+        let r: std::result::Result<(), String> = replica
+            .change_voters_here(&change)
+            .await
+            .map_err(|e| e.to_string());
+        Ok(tonic::Response::new(encode(&r)?))
     }
 
     async fn read_index(&self, request: tonic::Request<RaftPayload>) -> RpcResult {

@@ -23,6 +23,6 @@ pub use bundle::{base_config, busybox_bundle};
 pub use busybox::{busybox_image, busybox_image_with, BUSYBOX_IMAGE_NAME};
 pub use daemon::{cleanup_tree, remove_cgroup, Daemon};
 pub use names::unique_name;
-pub use netns::{in_netns, Remote};
+pub use netns::{in_netns, lan, Remote};
 pub use pty::PtySession;
 pub use wait::wait_until;

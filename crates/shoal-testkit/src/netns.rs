@@ -79,3 +79,39 @@ impl Drop for Remote {
         let _ = shoal_net::netns::remove(&self.ns);
     }
 }
+
+/// Put the daemons' namespaces on one LAN: a bridge in the first daemon's namespace, the
+/// others wired to it by veth pairs, addresses 198.51.100.1, .2, … in order. Returns the
+/// addresses. Everything goes with the daemons' namespaces.
+pub fn lan(namespaces: &[&Path]) -> Vec<String> {
+    let hub = namespaces[0];
+    ip_in(hub, &["link", "add", "lan0", "type", "bridge"]);
+    ip_in(hub, &["addr", "add", "198.51.100.1/24", "dev", "lan0"]);
+    ip_in(hub, &["link", "set", "lan0", "up"]);
+    let mut ips = vec!["198.51.100.1".to_string()];
+    for (i, ns) in namespaces.iter().enumerate().skip(1) {
+        let ip = format!("198.51.100.{}", i + 1);
+        let port = format!("lanp{i}");
+        ip_in(
+            hub,
+            &[
+                "link",
+                "add",
+                &port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "lan0",
+                "netns",
+                &ns.display().to_string(),
+            ],
+        );
+        ip_in(hub, &["link", "set", &port, "master", "lan0"]);
+        ip_in(hub, &["link", "set", &port, "up"]);
+        ip_in(ns, &["addr", "add", &format!("{ip}/24"), "dev", "lan0"]);
+        ip_in(ns, &["link", "set", "lan0", "up"]);
+        ips.push(ip);
+    }
+    ips
+}

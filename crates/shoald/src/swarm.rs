@@ -11,8 +11,9 @@ use shoal_api::v1::swarm_server::{Swarm, SwarmServer};
 use shoal_api::v1::{
     JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest,
     ListNodesResponse, NodeRef, SwarmInfo, SwarmInitRequest, SwarmInitResponse,
-    SwarmInspectRequest, SwarmNode, UpdateNodeRequest,
+    SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse, SwarmNode, UpdateNodeRequest,
 };
+use shoal_manager::ids::{random_id, random_raft_id};
 use shoal_manager::objects::{Availability, Cluster, Node, NodeRole, NodeState};
 use shoal_manager::{JoinToken, NodeKey, Role, RootCa};
 use shoal_store::table::{create, update};
@@ -32,15 +33,33 @@ const DEFAULT_DATA_PATH_PORT: u16 = 4789;
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
 struct Membership {
     node_id: String,
+    /// A manager (runs a replica of the store) or a worker.
+    #[serde(default = "yes")]
+    manager: bool,
     raft_id: u64,
     cluster_id: String,
     advertise_addr: String,
     listen_addr: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
 struct Active {
     m: Membership,
-    replica: Replica,
+    /// Managers only: this node's replica of the store.
+    replica: Option<Replica>,
+}
+
+impl Active {
+    fn r(&self) -> Result<&Replica, Status> {
+        self.replica.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node is a worker: worker nodes cannot be used to view or change the swarm; run this on a manager",
+            )
+        })
+    }
 }
 
 pub struct SwarmApi {
@@ -70,6 +89,10 @@ impl SwarmApi {
 
     /// Open the store and serve the managers' transport, from the files under `dir`.
     async fn start(&self, m: Membership) -> anyhow::Result<Active> {
+        if !m.manager {
+            tracing::info!(node_id = %m.node_id, "swarm worker up");
+            return Ok(Active { m, replica: None });
+        }
         let certs = self.dir.join("certs");
         let read = |f: &str| std::fs::read_to_string(certs.join(f));
         let (ca, cert, key) = (read("ca.pem")?, read("node.pem")?, read("node.key")?);
@@ -92,9 +115,13 @@ impl SwarmApi {
             std::fs::set_permissions(&raft_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let replica = Replica::open(m.raft_id, &raft_dir, &cfg).await?;
-        replica.serve(listener)?;
+        let node_ca = shoal_manager::node_ca::service(replica.clone());
+        replica.serve_with(listener, move |router| router.add_service(node_ca))?;
         tracing::info!(node_id = %m.node_id, addr = %m.advertise_addr, "swarm manager up");
-        Ok(Active { m, replica })
+        Ok(Active {
+            m,
+            replica: Some(replica),
+        })
     }
 
     async fn init(&self, req: SwarmInitRequest) -> Result<SwarmInitResponse, Status> {
@@ -152,6 +179,7 @@ impl SwarmApi {
         };
 
         let m = Membership {
+            manager: true,
             node_id: random_id(),
             raft_id: random_raft_id(),
             cluster_id: random_id(),
@@ -174,7 +202,7 @@ impl SwarmApi {
             write_private(&self.dir.join("certs"), "node.pem", &cert)?;
             write_private(&self.dir.join("certs"), "node.key", &key.key_pem)?;
             let a = self.start(m.clone()).await?;
-            a.replica.bootstrap(&m.advertise_addr).await?;
+            a.r()?.bootstrap(&m.advertise_addr).await?;
             let now = now();
             let cluster = Cluster {
                 id: m.cluster_id.clone(),
@@ -193,7 +221,7 @@ impl SwarmApi {
                 data_path_port,
             };
             let node = this_node(&m, NodeRole::Manager, &now);
-            a.replica
+            a.r()?
                 .write(vec![create(&cluster)?, create(&node)?])
                 .await?;
             // Written last: a node with this file is in a swarm.
@@ -219,6 +247,113 @@ impl SwarmApi {
         }
     }
 
+    async fn join(&self, req: SwarmJoinRequest) -> Result<SwarmJoinResponse, Status> {
+        let mut active = self.active.lock().await;
+        if active.is_some() {
+            return Err(Status::already_exists(
+                "this node is already part of a swarm: use \"shoal swarm leave\" to leave it and join another one",
+            ));
+        }
+        if req.token.is_empty() {
+            return Err(Status::invalid_argument("--token is required"));
+        }
+        let remote = parse_listen(&req.remote_addr).map_err(|_| {
+            Status::invalid_argument(format!(
+                "manager address {:?}: use IP[:PORT]",
+                req.remote_addr
+            ))
+        })?;
+        if remote.ip().is_unspecified() {
+            return Err(Status::invalid_argument(
+                "give the address of a manager to join",
+            ));
+        }
+        let listen = parse_listen(&req.listen_addr)?;
+        let advertise = if req.advertise_addr.is_empty() {
+            // The address this host uses to reach the manager (no packet is sent).
+            let probe = std::net::UdpSocket::bind("0.0.0.0:0")
+                .and_then(|u| u.connect(remote).map(|_| u))
+                .and_then(|u| u.local_addr())
+                .map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "cannot tell which address reaches {remote} ({e}): give --advertise-addr"
+                    ))
+                })?;
+            SocketAddr::new(probe.ip(), listen.port())
+        } else {
+            advertise_addr(&req.advertise_addr, listen)?
+        };
+        let me = this_node(
+            &Membership {
+                node_id: String::new(),
+                manager: false,
+                raft_id: 0,
+                cluster_id: String::new(),
+                advertise_addr: advertise.to_string(),
+                listen_addr: listen.to_string(),
+            },
+            NodeRole::Worker,
+            "",
+        );
+        let joined = shoal_manager::join::request_certificate(&shoal_manager::join::Request {
+            token: req.token.clone(),
+            manager_addr: remote.to_string(),
+            advertise_addr: advertise.to_string(),
+            hostname: me.hostname,
+            os: me.os,
+            arch: me.arch,
+            nano_cpus: me.nano_cpus,
+            memory_bytes: me.memory_bytes,
+            engine_version: me.engine_version,
+            availability: req.availability.clone(),
+        })
+        .await
+        .map_err(|e| match e {
+            shoal_manager::Error::InvalidToken(m) => Status::permission_denied(m),
+            other => Status::unavailable(other.to_string()),
+        })?;
+        let m = Membership {
+            node_id: joined.node_id.clone(),
+            manager: joined.role == NodeRole::Manager,
+            raft_id: joined.raft_id,
+            cluster_id: joined.cluster_id.clone(),
+            advertise_addr: advertise.to_string(),
+            listen_addr: listen.to_string(),
+        };
+        let made = async {
+            let certs = self.dir.join("certs");
+            write_private(&certs, "ca.pem", &joined.ca_pem)?;
+            write_private(&certs, "node.pem", &joined.cert_pem)?;
+            write_private(&certs, "node.key", &joined.key_pem)?;
+            let a = self.start(m.clone()).await?;
+            if let Some(r) = &a.replica {
+                let joined_raft =
+                    shoal_manager::join::join_raft(&remote.to_string(), &joined, &m.advertise_addr)
+                        .await;
+                if let Err(e) = joined_raft {
+                    r.shutdown().await;
+                    return Err(anyhow::anyhow!(e));
+                }
+            }
+            write_private(&self.dir, "state.json", &serde_json::to_string_pretty(&m)?)?;
+            anyhow::Ok(a)
+        }
+        .await;
+        match made {
+            Ok(a) => {
+                *active = Some(Arc::new(a));
+                Ok(SwarmJoinResponse {
+                    node_id: m.node_id,
+                    role: if m.manager { "manager" } else { "worker" }.into(),
+                })
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                Err(Status::unavailable(format!("swarm join failed: {e:#}")))
+            }
+        }
+    }
+
     async fn active(&self) -> Result<Arc<Active>, Status> {
         self.active.lock().await.clone().ok_or_else(|| {
             Status::failed_precondition(
@@ -228,8 +363,8 @@ impl SwarmApi {
     }
 
     async fn cluster(a: &Active) -> Result<Versioned<Cluster>, Status> {
-        a.replica.read_barrier().await.map_err(unavailable)?;
-        a.replica
+        a.r()?.read_barrier().await.map_err(unavailable)?;
+        a.r()?
             .state()
             .get_obj::<Cluster>(Cluster::KEY)
             .map_err(internal)?
@@ -243,9 +378,19 @@ impl SwarmApi {
                 ..Default::default()
             });
         };
+        if a.replica.is_none() {
+            return Ok(SwarmInfo {
+                local_node_state: "active".into(),
+                node_id: a.m.node_id.clone(),
+                node_addr: a.m.advertise_addr.clone(),
+                control_available: false,
+                cluster_id: a.m.cluster_id.clone(),
+                ..Default::default()
+            });
+        }
         let c = Self::cluster(&a).await?.object;
-        let nodes = a.replica.state().list_obj::<Node>().map_err(internal)?;
-        let metrics = a.replica.raft().metrics().borrow().clone();
+        let nodes = a.r()?.state().list_obj::<Node>().map_err(internal)?;
+        let metrics = a.r()?.raft().metrics().borrow().clone();
         let leader_raft = metrics.current_leader;
         let leader_node = nodes
             .iter()
@@ -279,12 +424,7 @@ impl SwarmApi {
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |l| l.index),
             ca_cert_fingerprint: fingerprint,
-            manager_addrs: a
-                .replica
-                .voters()
-                .into_iter()
-                .map(|(_, addr)| addr)
-                .collect(),
+            manager_addrs: a.r()?.voters().into_iter().map(|(_, addr)| addr).collect(),
         })
     }
 
@@ -312,7 +452,7 @@ impl SwarmApi {
             }
             c.object.updated_at = now();
             c.version = a
-                .replica
+                .r()?
                 .write(vec![update(&c.object, c.version).map_err(internal)?])
                 .await
                 .map_err(store_status)?;
@@ -325,9 +465,9 @@ impl SwarmApi {
 
     async fn list_nodes(&self) -> Result<ListNodesResponse, Status> {
         let a = self.active().await?;
-        a.replica.read_barrier().await.map_err(unavailable)?;
+        a.r()?.read_barrier().await.map_err(unavailable)?;
         let mut nodes: Vec<SwarmNode> = a
-            .replica
+            .r()?
             .state()
             .list_obj::<Node>()
             .map_err(internal)?
@@ -343,7 +483,7 @@ impl SwarmApi {
 
     async fn inspect_node(&self, r: NodeRef) -> Result<SwarmNode, Status> {
         let a = self.active().await?;
-        a.replica.read_barrier().await.map_err(unavailable)?;
+        a.r()?.read_barrier().await.map_err(unavailable)?;
         let n = Self::find_node(&a, &r.id)?;
         Ok(node_message(&a, n))
     }
@@ -355,7 +495,7 @@ impl SwarmApi {
         } else {
             reference.to_string()
         };
-        let nodes = a.replica.state().list_obj::<Node>().map_err(internal)?;
+        let nodes = a.r()?.state().list_obj::<Node>().map_err(internal)?;
         if let Some(exact) = nodes.iter().find(|n| n.object.id == target) {
             return Ok(exact.clone());
         }
@@ -391,7 +531,7 @@ impl SwarmApi {
         let a = self.active().await?;
         // Optimistic concurrency: re-read and retry if someone else changed the node meanwhile.
         for _ in 0..5 {
-            a.replica.read_barrier().await.map_err(unavailable)?;
+            a.r()?.read_barrier().await.map_err(unavailable)?;
             let mut n = Self::find_node(&a, &req.id)?;
             for k in &req.label_rm {
                 if n.object.labels.remove(k).is_none() {
@@ -409,7 +549,7 @@ impl SwarmApi {
             }
             n.object.updated_at = now();
             match a
-                .replica
+                .r()?
                 .write(vec![update(&n.object, n.version).map_err(internal)?])
                 .await
             {
@@ -435,8 +575,8 @@ impl SwarmApi {
                 "this node is not part of a swarm",
             ));
         };
-        let managers = a.replica.voters().len();
-        if !req.force {
+        let managers = a.replica.as_ref().map_or(0, |r| r.voters().len());
+        if a.replica.is_some() && !req.force {
             let why = if managers <= 1 {
                 "this node is the swarm's only manager: leaving erases the swarm's state; use --force to leave anyway".to_string()
             } else {
@@ -447,13 +587,15 @@ impl SwarmApi {
             };
             return Err(Status::failed_precondition(why));
         }
-        if managers > 1 && a.replica.is_leader() {
-            // Best effort: take this node out of the voters so the rest keep their quorum.
-            if let Err(e) = a.replica.remove_voter(a.m.raft_id).await {
-                tracing::warn!(error = %e, "removing this manager from the voters failed");
+        if let Some(r) = &a.replica {
+            if managers > 1 {
+                // Best effort: take this node out of the voters so the rest keep their quorum.
+                if let Err(e) = r.remove_voter(a.m.raft_id).await {
+                    tracing::warn!(error = %e, "removing this manager from the voters failed");
+                }
             }
+            r.shutdown().await;
         }
-        a.replica.shutdown().await;
         *active = None;
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| internal(format!("remove {}: {e}", self.dir.display())))?;
@@ -464,7 +606,10 @@ impl SwarmApi {
 
 fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
     let o = n.object;
-    let metrics = a.replica.raft().metrics().borrow().clone();
+    let metrics = match &a.replica {
+        Some(r) => r.raft().metrics().borrow().clone(),
+        None => return SwarmNode::default(),
+    };
     let voter = metrics
         .membership_config
         .membership()
@@ -627,25 +772,6 @@ fn secs_or(secs: u64, default: Duration) -> Duration {
     }
 }
 
-/// docker-style ids: 25 lowercase base-36 characters.
-fn random_id() -> String {
-    let mut raw = [0u8; 16];
-    getrandom::fill(&mut raw).expect("kernel randomness");
-    let mut n = u128::from_be_bytes(raw);
-    let mut s = String::with_capacity(25);
-    for _ in 0..25 {
-        s.push(char::from_digit((n % 36) as u32, 36).expect("digit"));
-        n /= 36;
-    }
-    s
-}
-
-fn random_raft_id() -> u64 {
-    let mut raw = [0u8; 8];
-    getrandom::fill(&mut raw).expect("kernel randomness");
-    u64::from_be_bytes(raw).max(1)
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
@@ -721,6 +847,13 @@ impl Swarm for Handle {
             .update_node(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn join(
+        &self,
+        request: Request<SwarmJoinRequest>,
+    ) -> Result<Response<SwarmJoinResponse>, Status> {
+        self.0.join(request.into_inner()).await.map(Response::new)
     }
 
     async fn leave(

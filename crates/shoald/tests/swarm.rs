@@ -169,3 +169,74 @@ fn init_makes_a_one_manager_swarm_that_survives_a_restart() {
     d.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
     assert_ne!(d.ok(&["node", "ls", "-q"]).trim(), id);
 }
+
+#[test]
+fn workers_and_managers_join_by_token_over_a_lan() {
+    let d1 = Daemon::start();
+    let d2 = Daemon::start();
+    let d3 = Daemon::start();
+    let ips = shoal_testkit::lan(&[&d1.netns(), &d2.netns(), &d3.netns()]);
+    d1.ok(&["swarm", "init", "--advertise-addr", &ips[0]]);
+    let worker = d1
+        .ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_string();
+    let manager = d1
+        .ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    let leader = format!("{}:2377", ips[0]);
+
+    // Bad tokens are refused and leave the node as it was.
+    let (_, e) = d2.fails(&["swarm", "join", "--token", "SWMTKN-1-bad", &leader]);
+    assert!(e.contains("invalid join token"), "{e}");
+    let rotated = worker.replace(&worker[worker.len() - 25..], "0123456789abcdefghijklmno");
+    let (_, e) = d2.fails(&["swarm", "join", "--token", &rotated, &leader]);
+    assert!(e.contains("invalid join token"), "{e}");
+    let (_, e) = d2.fails(&["swarm", "join", "--token", &worker, "198.51.100.9:2377"]);
+    assert!(e.contains("cannot reach the manager"), "{e}");
+    assert!(
+        !d2.data_root().join("swarm").exists(),
+        "no half-joined state"
+    );
+
+    let out = d2.ok(&["swarm", "join", "--token", &worker, &leader]);
+    assert_eq!(out.trim(), "This node joined a swarm as a worker.");
+    let (_, e) = d2.fails(&["swarm", "join", "--token", &worker, &leader]);
+    assert!(e.contains("already part of a swarm"), "{e}");
+    let (_, e) = d2.fails(&["node", "ls"]);
+    assert!(e.contains("worker nodes cannot"), "{e}");
+
+    let out = d3.ok(&["swarm", "join", "--token", &manager, &leader]);
+    assert_eq!(out.trim(), "This node joined a swarm as a manager.");
+
+    // Both managers see three nodes with their roles and addresses; the new manager is
+    // reachable in Raft.
+    for d in [&d1, &d3] {
+        let ls = d.ok(&["node", "ls"]);
+        assert_eq!(ls.lines().count(), 4, "{ls}");
+        assert_eq!(ls.matches("Leader").count(), 1, "{ls}");
+        assert_eq!(ls.matches("Reachable").count(), 1, "{ls}");
+    }
+    let nodes: Vec<Value> = d3
+        .ok(&["node", "ls", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let addrs: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["Status"]["Addr"].as_str().unwrap())
+        .collect();
+    for ip in &ips {
+        assert!(
+            addrs.iter().any(|a| a.starts_with(ip.as_str())),
+            "{addrs:?}"
+        );
+    }
+    let swarm: Value = serde_json::from_str(&d3.ok(&["swarm", "inspect"])).unwrap();
+    assert_eq!(swarm[0]["Raft"]["Managers"].as_array().unwrap().len(), 2);
+
+    // A worker leaves without --force.
+    assert_eq!(d2.ok(&["swarm", "leave"]).trim(), "Node left the swarm.");
+    assert!(d2.ok(&["info"]).contains(" Swarm: inactive"));
+}

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_api::v1::{
     JoinTokenRequest, LeaveRequest, ListNodesRequest, NodeRef, SwarmInitRequest,
-    SwarmInspectRequest, SwarmNode, UpdateNodeRequest,
+    SwarmInspectRequest, SwarmJoinRequest, SwarmNode, UpdateNodeRequest,
 };
 
 use crate::client::{connect_swarm, err};
@@ -17,6 +17,8 @@ use crate::format::table;
 pub enum SwarmCommand {
     /// Make this node the first manager of a new swarm.
     Init(InitArgs),
+    /// Join a swarm as a worker or a manager (the token decides).
+    Join(JoinArgs),
     /// Show or rotate the join tokens.
     JoinToken(JoinTokenArgs),
     /// Show the swarm (JSON).
@@ -62,6 +64,25 @@ pub struct InitArgs {
     /// Recover a swarm that lost its quorum from this manager's state.
     #[arg(long = "force-new-cluster")]
     force_new_cluster: bool,
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    /// The join token (`shoal swarm join-token worker|manager` on a manager).
+    #[arg(long, required = true)]
+    token: String,
+    /// Address other nodes reach this one at: IP[:PORT] (default: the address this host
+    /// uses to reach the manager).
+    #[arg(long = "advertise-addr")]
+    advertise_addr: Option<String>,
+    /// Where to listen for the swarm: IP[:PORT] (default 0.0.0.0:2377).
+    #[arg(long = "listen-addr")]
+    listen_addr: Option<String>,
+    /// active, pause or drain.
+    #[arg(long)]
+    availability: Option<String>,
+    /// A manager: IP[:PORT] (port 2377 if omitted).
+    remote: String,
 }
 
 #[derive(Args)]
@@ -169,6 +190,20 @@ pub async fn swarm(host: &str, c: SwarmCommand) -> Result<i32> {
                     a.role, r.token, r.manager_addr
                 );
             }
+        }
+        SwarmCommand::Join(a) => {
+            let r = client
+                .join(SwarmJoinRequest {
+                    token: a.token,
+                    remote_addr: a.remote,
+                    advertise_addr: a.advertise_addr.unwrap_or_default(),
+                    listen_addr: a.listen_addr.unwrap_or_default(),
+                    availability: a.availability.unwrap_or_default(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            println!("This node joined a swarm as a {}.", r.role);
         }
         SwarmCommand::Leave(a) => {
             client

@@ -1,0 +1,180 @@
+//! The node CA service every manager serves: certificates for joining nodes (the join
+//! token's secret decides the role) and voter membership for new managers.
+
+use std::time::Duration;
+
+use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
+use shoal_api::v1::{
+    IssueNodeCertificateRequest, IssueNodeCertificateResponse, JoinRaftRequest, JoinRaftResponse,
+};
+use shoal_store::table::create;
+use shoal_store::Replica;
+use tonic::{Request, Response, Status};
+
+use crate::ca::{identity, Role};
+use crate::ids::{random_id, random_raft_id};
+use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState};
+use crate::{JoinToken, RootCa};
+
+pub struct NodeCaService {
+    replica: Replica,
+}
+
+pub fn service(replica: Replica) -> NodeCaServer<NodeCaService> {
+    NodeCaServer::new(NodeCaService { replica })
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+#[tonic::async_trait]
+impl NodeCa for NodeCaService {
+    async fn issue_node_certificate(
+        &self,
+        request: Request<IssueNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        let req = request.into_inner();
+        let token: JoinToken = req
+            .token
+            .parse()
+            .map_err(|e: crate::Error| Status::invalid_argument(e.to_string()))?;
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let cluster = self
+            .replica
+            .state()
+            .get_obj::<Cluster>(Cluster::KEY)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::unavailable("this manager's swarm is not initialised yet"))?
+            .object;
+        let root = RootCa::from_pem(&cluster.ca_cert_pem, Some(&cluster.ca_key_pem))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let as_secret = |secret: &str| JoinToken {
+            fingerprint: root.fingerprint(),
+            secret: secret.to_string(),
+        };
+        if token.fingerprint != root.fingerprint() {
+            return Err(Status::permission_denied(
+                "the join token is for another swarm (its CA fingerprint does not match)",
+            ));
+        }
+        let role = if as_secret(&cluster.manager_secret).authorises(&token) {
+            NodeRole::Manager
+        } else if as_secret(&cluster.worker_secret).authorises(&token) {
+            NodeRole::Worker
+        } else {
+            return Err(Status::permission_denied(
+                "invalid join token: it may have been rotated; get the current one with `shoal swarm join-token` on a manager",
+            ));
+        };
+        if req.advertise_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "advertise address {:?}: use ip:port",
+                req.advertise_addr
+            )));
+        }
+        let availability = match req.availability.as_str() {
+            "" | "active" => Availability::Active,
+            "pause" => Availability::Pause,
+            "drain" => Availability::Drain,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "availability {other:?}: use active, pause or drain"
+                )))
+            }
+        };
+        let now = now();
+        let node = Node {
+            id: random_id(),
+            raft_id: random_raft_id(),
+            hostname: req.hostname,
+            role,
+            availability,
+            labels: Default::default(),
+            addr: req.advertise_addr,
+            state: NodeState::Unknown,
+            message: String::new(),
+            created_at: now.clone(),
+            updated_at: now,
+            engine_version: req.engine_version,
+            os: req.os,
+            arch: req.arch,
+            nano_cpus: req.nano_cpus,
+            memory_bytes: req.memory_bytes,
+        };
+        let cert_role = match role {
+            NodeRole::Manager => Role::Manager,
+            NodeRole::Worker => Role::Worker,
+        };
+        // Sign first: a bad request leaves no node behind.
+        let cert_pem = root
+            .issue(
+                &req.csr_pem,
+                &cluster.id,
+                &node.id,
+                cert_role,
+                Duration::from_secs(cluster.cert_expiry_secs),
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.replica
+            .write(vec![
+                create(&node).map_err(|e| Status::internal(e.to_string()))?
+            ])
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        tracing::info!(node_id = %node.id, role = role.as_str(), addr = %node.addr, "node joined");
+        Ok(Response::new(IssueNodeCertificateResponse {
+            node_id: node.id,
+            raft_id: node.raft_id,
+            role: role.as_str().into(),
+            cert_pem,
+            ca_pem: cluster.ca_cert_pem,
+            cluster_id: cluster.id,
+            manager_addrs: self.replica.voters().into_iter().map(|(_, a)| a).collect(),
+        }))
+    }
+
+    async fn join_raft(
+        &self,
+        request: Request<JoinRaftRequest>,
+    ) -> Result<Response<JoinRaftResponse>, Status> {
+        // Only a node holding a manager certificate of this swarm, for a node the store
+        // knows as a manager with this raft id.
+        let certs = request.peer_certs().ok_or_else(|| {
+            Status::unauthenticated("joining the managers needs a manager certificate")
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            Status::unauthenticated("joining the managers needs a manager certificate")
+        })?;
+        let id = identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let req = request.into_inner();
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let node = self
+            .replica
+            .state()
+            .get_obj::<Node>(&id.node_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| {
+                Status::permission_denied(format!("node {} is not in this swarm", id.node_id))
+            })?
+            .object;
+        if id.role != Role::Manager || node.role != NodeRole::Manager || node.raft_id != req.raft_id
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} may not join the managers",
+                id.node_id
+            )));
+        }
+        self.replica
+            .add_voter(req.raft_id, &req.addr)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(JoinRaftResponse {}))
+    }
+}
