@@ -66,6 +66,14 @@ echo "-- this host, through the published port:"
 busybox wget -qO- http://127.0.0.1:8080/
 shoal port web
 
+echo "==> this host as a one-node swarm"
+if shoal info 2>/dev/null | grep -q "Swarm: active"; then
+  echo "(already in a swarm)"
+else
+  shoal swarm init || echo "(swarm init failed; give an address: shoal swarm init --advertise-addr <this host's IP>)"
+fi
+shoal node ls || true
+
 cat <<EOT
 
 shoal is running. Try:
@@ -74,5 +82,6 @@ shoal is running. Try:
   shoal logs -f demo                  # follow the demo container
   shoal network inspect demo-net      # the network, its containers and their addresses
   shoal rm -f demo web && shoal network rm demo-net   # clean up
+  shoal swarm join-token worker       # how other hosts join (sudo deploy/lab.sh up: a lab of them)
 Stop the daemon with: kill \$(cat $data_root/shoald.pid)  (containers keep running under their supervisors)
 EOT
