@@ -120,3 +120,18 @@ impl Object for Cluster {
         Self::KEY
     }
 }
+
+/// A node removed from the swarm (`node rm`): its certificate is refused from then on, even
+/// though it has not expired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemovedNode {
+    pub id: String,
+    pub removed_at: String,
+}
+
+impl Object for RemovedNode {
+    const TABLE: &'static str = "removed_nodes";
+    fn id(&self) -> &str {
+        &self.id
+    }
+}

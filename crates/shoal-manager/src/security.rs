@@ -1,9 +1,12 @@
 //! The managers' transport security from the cluster's identity: mutual TLS with the
-//! cluster's root, and only managers of this cluster may call.
+//! cluster's root, and only managers of this swarm that were not removed may call.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use shoal_store::StateMachine;
 
 use crate::ca::{identity, Role};
+use crate::objects::RemovedNode;
 
 /// Mutual TLS for the store's transport: `cert_pem`/`key_pem` are this manager's; callers
 /// must hold a manager certificate of `cluster_id` signed by `ca_pem`.
@@ -12,6 +15,18 @@ pub fn managers_only(
     cert_pem: &str,
     key_pem: &str,
     cluster_id: &str,
+) -> Arc<shoal_store::Security> {
+    managers_only_unless_removed(ca_pem, cert_pem, key_pem, cluster_id, Arc::default())
+}
+
+/// As [`managers_only`], and once `removed` holds this manager's state machine, callers whose
+/// node was removed (`node rm`) are refused at once, before their certificates expire.
+pub fn managers_only_unless_removed(
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+    cluster_id: &str,
+    removed: Arc<OnceLock<StateMachine>>,
 ) -> Arc<shoal_store::Security> {
     let cluster = cluster_id.to_string();
     Arc::new(shoal_store::Security {
@@ -31,6 +46,15 @@ pub fn managers_only(
                     "node {} is a worker: only managers may call the managers' transport",
                     id.node_id
                 ));
+            }
+            if let Some(sm) = removed.get() {
+                if sm
+                    .get_obj::<RemovedNode>(&id.node_id)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    return Err(format!("node {} was removed from the swarm", id.node_id));
+                }
             }
             Ok(())
         }),

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use shoal_api::v1::raft_transport_client::RaftTransportClient;
 use shoal_api::v1::RaftPayload;
-use shoal_manager::{security::managers_only, NodeKey, Role, RootCa};
+use shoal_manager::objects::RemovedNode;
+use shoal_manager::security::managers_only_unless_removed;
+use shoal_manager::{NodeKey, Role, RootCa};
 use shoal_store::table::create;
 use shoal_store::{Object, Replica, ReplicaConfig, MANAGER_NAME};
 use tempfile::TempDir;
@@ -37,13 +39,21 @@ fn credentials(ca: &RootCa, cluster: &str, node: &str, role: Role) -> (String, S
 async fn manager(ca: &RootCa, id: u64) -> (Replica, String, TempDir) {
     let (cert, key) = credentials(ca, CLUSTER, &format!("m{id}"), Role::Manager);
     let dir = TempDir::new().unwrap();
+    let removed = std::sync::Arc::new(std::sync::OnceLock::new());
     let cfg = ReplicaConfig {
         heartbeat: Duration::from_millis(50),
         election_timeout: (Duration::from_millis(200), Duration::from_millis(400)),
-        security: Some(managers_only(ca.cert_pem(), &cert, &key, CLUSTER)),
+        security: Some(managers_only_unless_removed(
+            ca.cert_pem(),
+            &cert,
+            &key,
+            CLUSTER,
+            removed.clone(),
+        )),
         ..Default::default()
     };
     let replica = Replica::open(id, dir.path(), &cfg).await.unwrap();
+    removed.set(replica.state().clone()).ok();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     replica.serve(listener).unwrap();
@@ -121,6 +131,19 @@ async fn managers_replicate_over_mutual_tls_and_nobody_else_gets_in() {
         tonic::Code::PermissionDenied,
         "refused before any handler: {st:?}"
     );
+
+    // A manager removed from the swarm (`node rm`): its certificate is refused at once.
+    let gone = credentials(&ca, CLUSTER, "m-gone", Role::Manager);
+    m1.write(vec![create(&RemovedNode {
+        id: "m-gone".into(),
+        removed_at: String::new(),
+    })
+    .unwrap()])
+        .await
+        .unwrap();
+    let st = call_as(ca.cert_pem(), &a1, Some(gone)).await;
+    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}");
+    assert!(st.message().contains("was removed"), "{st:?}");
 
     // And the cluster is still healthy after all that.
     m3.write(vec![create(&Note { id: "n2".into() }).unwrap()])

@@ -10,8 +10,9 @@ use std::time::Duration;
 use shoal_api::v1::swarm_server::{Swarm, SwarmServer};
 use shoal_api::v1::{
     JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest,
-    ListNodesResponse, NodeRef, SwarmInfo, SwarmInitRequest, SwarmInitResponse,
-    SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse, SwarmNode, UpdateNodeRequest,
+    ListNodesResponse, NodeRef, RemoveNodeRequest, RemoveNodeResponse, SwarmInfo, SwarmInitRequest,
+    SwarmInitResponse, SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse, SwarmNode,
+    UpdateNodeRequest,
 };
 use shoal_manager::ids::{random_id, random_raft_id};
 use shoal_manager::objects::{Availability, Cluster, Node, NodeRole, NodeState};
@@ -96,7 +97,14 @@ impl SwarmApi {
         let certs = self.dir.join("certs");
         let read = |f: &str| std::fs::read_to_string(certs.join(f));
         let (ca, cert, key) = (read("ca.pem")?, read("node.pem")?, read("node.key")?);
-        let security = shoal_manager::security::managers_only(&ca, &cert, &key, &m.cluster_id);
+        let removed = Arc::new(std::sync::OnceLock::new());
+        let security = shoal_manager::security::managers_only_unless_removed(
+            &ca,
+            &cert,
+            &key,
+            &m.cluster_id,
+            removed.clone(),
+        );
         let cfg = ReplicaConfig {
             security: Some(security),
             ..Default::default()
@@ -115,6 +123,7 @@ impl SwarmApi {
             std::fs::set_permissions(&raft_dir, std::fs::Permissions::from_mode(0o700))?;
         }
         let replica = Replica::open(m.raft_id, &raft_dir, &cfg).await?;
+        let _ = removed.set(replica.state().clone());
         let node_ca = shoal_manager::node_ca::service(replica.clone());
         replica.serve_with(listener, move |router| router.add_service(node_ca))?;
         tracing::info!(node_id = %m.node_id, addr = %m.advertise_addr, "swarm manager up");
@@ -568,6 +577,44 @@ impl SwarmApi {
         ))
     }
 
+    /// `node rm`: docker's rules (not a manager, not ready unless --force); the node's
+    /// certificate is refused from then on.
+    async fn remove_node(&self, req: RemoveNodeRequest) -> Result<RemoveNodeResponse, Status> {
+        let a = self.active().await?;
+        a.r()?.read_barrier().await.map_err(unavailable)?;
+        let n = Self::find_node(&a, &req.id)?;
+        if n.object.id == a.m.node_id {
+            return Err(Status::failed_precondition(
+                "a node cannot remove itself: use \"shoal swarm leave\" on it, or \"shoal node rm\" on another manager",
+            ));
+        }
+        if n.object.role == NodeRole::Manager {
+            return Err(Status::failed_precondition(format!(
+                "node {} is a manager and a member of the Raft cluster: demote it to a worker before removing it",
+                n.object.id
+            )));
+        }
+        if n.object.state == NodeState::Ready && !req.force {
+            return Err(Status::failed_precondition(format!(
+                "node {} is not down and can't be removed: stop it first, or use --force",
+                n.object.id
+            )));
+        }
+        let tomb = shoal_manager::objects::RemovedNode {
+            id: n.object.id.clone(),
+            removed_at: now(),
+        };
+        a.r()?
+            .write(vec![
+                shoal_store::table::delete::<Node>(&n.object.id, Some(n.version)),
+                create(&tomb).map_err(internal)?,
+            ])
+            .await
+            .map_err(store_status)?;
+        tracing::info!(node_id = %n.object.id, "node removed");
+        Ok(RemoveNodeResponse { id: n.object.id })
+    }
+
     async fn leave(&self, req: LeaveRequest) -> Result<LeaveResponse, Status> {
         let mut active = self.active.lock().await;
         let Some(a) = active.clone() else {
@@ -854,6 +901,16 @@ impl Swarm for Handle {
         request: Request<SwarmJoinRequest>,
     ) -> Result<Response<SwarmJoinResponse>, Status> {
         self.0.join(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> Result<Response<RemoveNodeResponse>, Status> {
+        self.0
+            .remove_node(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn leave(

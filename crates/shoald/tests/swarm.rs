@@ -236,7 +236,22 @@ fn workers_and_managers_join_by_token_over_a_lan() {
     let swarm: Value = serde_json::from_str(&d3.ok(&["swarm", "inspect"])).unwrap();
     assert_eq!(swarm[0]["Raft"]["Managers"].as_array().unwrap().len(), 2);
 
-    // A worker leaves without --force.
+    // A worker leaves without --force; a manager then removes it from the list.
     assert_eq!(d2.ok(&["swarm", "leave"]).trim(), "Node left the swarm.");
     assert!(d2.ok(&["info"]).contains(" Swarm: inactive"));
+    let worker_id = nodes
+        .iter()
+        .find(|n| n["Spec"]["Role"] == "worker")
+        .map(|n| n["ID"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(d3.ok(&["node", "rm", &worker_id]).trim(), worker_id);
+    assert_eq!(d1.ok(&["node", "ls", "-q"]).lines().count(), 2);
+    let manager_id = d3.ok(&["node", "inspect", "self"]);
+    let manager_id: Value = serde_json::from_str(&manager_id).unwrap();
+    let (_, e) = d1.fails(&["node", "rm", manager_id[0]["ID"].as_str().unwrap()]);
+    assert!(e.contains("demote it"), "{e}");
+    let (_, e) = d1.fails(&["node", "rm", "self"]);
+    assert!(e.contains("cannot remove itself"), "{e}");
+    let (_, e) = d1.fails(&["node", "rm", "nosuchnode"]);
+    assert!(e.contains("no such node"), "{e}");
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_api::v1::{
-    JoinTokenRequest, LeaveRequest, ListNodesRequest, NodeRef, SwarmInitRequest,
+    JoinTokenRequest, LeaveRequest, ListNodesRequest, NodeRef, RemoveNodeRequest, SwarmInitRequest,
     SwarmInspectRequest, SwarmJoinRequest, SwarmNode, UpdateNodeRequest,
 };
 
@@ -112,6 +112,17 @@ pub enum NodeCommand {
     Inspect(NodeInspectArgs),
     /// Change a node's availability or labels.
     Update(NodeUpdateArgs),
+    /// Remove nodes from the swarm (their certificates stop working).
+    Rm(NodeRmArgs),
+}
+
+#[derive(Args)]
+pub struct NodeRmArgs {
+    /// Remove even a node that is not down.
+    #[arg(short = 'f', long)]
+    force: bool,
+    #[arg(required = true)]
+    nodes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -302,6 +313,27 @@ pub async fn node(host: &str, c: NodeCommand) -> Result<i32> {
                         &rows
                     )
                 );
+            }
+        }
+        NodeCommand::Rm(a) => {
+            let mut failed = false;
+            for n in &a.nodes {
+                match client
+                    .remove_node(RemoveNodeRequest {
+                        id: n.clone(),
+                        force: a.force,
+                    })
+                    .await
+                {
+                    Ok(r) => println!("{}", r.into_inner().id),
+                    Err(s) => {
+                        eprintln!("shoal: {}", err(s));
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(1);
             }
         }
         NodeCommand::Update(a) => {
