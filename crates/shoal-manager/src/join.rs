@@ -109,19 +109,29 @@ pub async fn request_certificate(req: &Request) -> Result<Joined> {
     })
 }
 
-/// A new manager (already serving its store at `my_addr`) asks the manager at `addr` to
-/// make it a voter.
-pub async fn join_raft(addr: &str, me: &Joined, my_addr: &str) -> Result<()> {
+/// A node CA client for the manager at `addr`, as the holder of `cert_pem`.
+pub async fn client(
+    addr: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<NodeCaClient<Channel>> {
     let endpoint = endpoint(addr)?
         .tls_config(
             ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(&me.ca_pem))
-                .identity(Identity::from_pem(&me.cert_pem, &me.key_pem))
+                .ca_certificate(Certificate::from_pem(ca_pem))
+                .identity(Identity::from_pem(cert_pem, key_pem))
                 .domain_name(MANAGER_NAME),
         )
         .map_err(|e| Error::Other(format!("TLS: {e}")))?;
-    let channel = connect(endpoint, addr).await?;
-    NodeCaClient::new(channel)
+    Ok(NodeCaClient::new(connect(endpoint, addr).await?))
+}
+
+/// A new manager (already serving its store at `my_addr`) asks the manager at `addr` to
+/// make it a voter.
+pub async fn join_raft(addr: &str, me: &Joined, my_addr: &str) -> Result<()> {
+    client(addr, &me.ca_pem, &me.cert_pem, &me.key_pem)
+        .await?
         .join_raft(JoinRaftRequest {
             raft_id: me.raft_id,
             addr: my_addr.to_string(),

@@ -2,6 +2,7 @@
 //! the leader's control loops (orchestrators, allocator, dispatcher) come with services.
 
 pub mod ca;
+pub mod dispatcher;
 pub mod error;
 pub mod ids;
 pub mod join;

@@ -1,27 +1,47 @@
 //! The node CA service every manager serves: certificates for joining nodes (the join
 //! token's secret decides the role) and voter membership for new managers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
 use shoal_api::v1::{
-    IssueNodeCertificateRequest, IssueNodeCertificateResponse, JoinRaftRequest, JoinRaftResponse,
+    HeartbeatRequest, HeartbeatResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
+    JoinRaftRequest, JoinRaftResponse,
 };
 use shoal_store::table::create;
 use shoal_store::Replica;
 use tonic::{Request, Response, Status};
 
 use crate::ca::{identity, Role};
+use crate::dispatcher::Liveness;
 use crate::ids::{random_id, random_raft_id};
-use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState};
+use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState, RemovedNode};
 use crate::{JoinToken, RootCa};
 
 pub struct NodeCaService {
     replica: Replica,
+    liveness: Arc<Liveness>,
+    /// This manager's own credentials, to forward heartbeats to the leader.
+    security: Option<Arc<shoal_store::Security>>,
 }
 
 pub fn service(replica: Replica) -> NodeCaServer<NodeCaService> {
-    NodeCaServer::new(NodeCaService { replica })
+    service_with(replica, Arc::default(), None)
+}
+
+/// The node CA with the dispatcher's heartbeats: `liveness` is what `dispatcher::monitor`
+/// reads; `security` (this manager's credentials) lets a follower forward heartbeats.
+pub fn service_with(
+    replica: Replica,
+    liveness: Arc<Liveness>,
+    security: Option<Arc<shoal_store::Security>>,
+) -> NodeCaServer<NodeCaService> {
+    NodeCaServer::new(NodeCaService {
+        replica,
+        liveness,
+        security,
+    })
 }
 
 fn now() -> String {
@@ -177,4 +197,61 @@ impl NodeCa for NodeCaService {
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(JoinRaftResponse {}))
     }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let certs = request
+            .peer_certs()
+            .ok_or_else(|| Status::unauthenticated("heartbeats need a node certificate"))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| Status::unauthenticated("heartbeats need a node certificate"))?;
+        let caller = identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let req = request.into_inner();
+        // Only a manager may speak for another node.
+        let node_id = if !req.forwarded_for.is_empty() && caller.role == Role::Manager {
+            req.forwarded_for.clone()
+        } else {
+            caller.node_id.clone()
+        };
+        let state = self.replica.state();
+        if state
+            .get_obj::<RemovedNode>(&node_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(Status::permission_denied(format!(
+                "node {node_id} was removed from the swarm"
+            )));
+        }
+        if self.replica.is_leader() {
+            self.liveness.record(&node_id);
+        } else if let (Some((_, leader)), Some(sec)) = (self.replica.leader(), &self.security) {
+            forward_heartbeat(&leader, sec, &node_id)
+                .await
+                .map_err(|e| Status::unavailable(format!("forwarding to the leader: {e}")))?;
+        } else {
+            return Err(Status::unavailable("no leader to report to"));
+        }
+        Ok(Response::new(HeartbeatResponse {
+            period_ms: crate::dispatcher::period(&self.replica).as_millis() as u64,
+            manager_addrs: self.replica.voters().into_iter().map(|(_, a)| a).collect(),
+        }))
+    }
+}
+
+async fn forward_heartbeat(
+    leader: &str,
+    sec: &shoal_store::Security,
+    node_id: &str,
+) -> crate::Result<()> {
+    let mut c = crate::join::client(leader, &sec.ca_pem, &sec.cert_pem, &sec.key_pem).await?;
+    c.heartbeat(HeartbeatRequest {
+        forwarded_for: node_id.to_string(),
+    })
+    .await
+    .map_err(|s| crate::Error::Other(s.message().to_string()))?;
+    Ok(())
 }

@@ -37,6 +37,9 @@ struct Membership {
     /// A manager (runs a replica of the store) or a worker.
     #[serde(default = "yes")]
     manager: bool,
+    /// Managers to send heartbeats to (refreshed from their answers).
+    #[serde(default)]
+    managers: Vec<String>,
     raft_id: u64,
     cluster_id: String,
     advertise_addr: String,
@@ -51,6 +54,16 @@ struct Active {
     m: Membership,
     /// Managers only: this node's replica of the store.
     replica: Option<Replica>,
+    /// The agent's heartbeats, and on managers the leader's liveness monitor.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl Active {
@@ -90,13 +103,24 @@ impl SwarmApi {
 
     /// Open the store and serve the managers' transport, from the files under `dir`.
     async fn start(&self, m: Membership) -> anyhow::Result<Active> {
-        if !m.manager {
-            tracing::info!(node_id = %m.node_id, "swarm worker up");
-            return Ok(Active { m, replica: None });
-        }
         let certs = self.dir.join("certs");
         let read = |f: &str| std::fs::read_to_string(certs.join(f));
         let (ca, cert, key) = (read("ca.pem")?, read("node.pem")?, read("node.key")?);
+        let agent = tokio::spawn(agent(
+            m.node_id.clone(),
+            m.managers.clone(),
+            ca.clone(),
+            cert.clone(),
+            key.clone(),
+        ));
+        if !m.manager {
+            tracing::info!(node_id = %m.node_id, "swarm worker up");
+            return Ok(Active {
+                m,
+                replica: None,
+                tasks: vec![agent],
+            });
+        }
         let removed = Arc::new(std::sync::OnceLock::new());
         let security = shoal_manager::security::managers_only_unless_removed(
             &ca,
@@ -124,12 +148,22 @@ impl SwarmApi {
         }
         let replica = Replica::open(m.raft_id, &raft_dir, &cfg).await?;
         let _ = removed.set(replica.state().clone());
-        let node_ca = shoal_manager::node_ca::service(replica.clone());
+        let liveness = Arc::new(shoal_manager::dispatcher::Liveness::default());
+        let node_ca = shoal_manager::node_ca::service_with(
+            replica.clone(),
+            liveness.clone(),
+            cfg.security.clone(),
+        );
         replica.serve_with(listener, move |router| router.add_service(node_ca))?;
+        let monitor = tokio::spawn(shoal_manager::dispatcher::monitor(
+            replica.clone(),
+            liveness,
+        ));
         tracing::info!(node_id = %m.node_id, addr = %m.advertise_addr, "swarm manager up");
         Ok(Active {
             m,
             replica: Some(replica),
+            tasks: vec![agent, monitor],
         })
     }
 
@@ -188,6 +222,7 @@ impl SwarmApi {
         };
 
         let m = Membership {
+            managers: vec![advertise.to_string()],
             manager: true,
             node_id: random_id(),
             raft_id: random_raft_id(),
@@ -296,6 +331,7 @@ impl SwarmApi {
             &Membership {
                 node_id: String::new(),
                 manager: false,
+                managers: Vec::new(),
                 raft_id: 0,
                 cluster_id: String::new(),
                 advertise_addr: advertise.to_string(),
@@ -324,6 +360,13 @@ impl SwarmApi {
         let m = Membership {
             node_id: joined.node_id.clone(),
             manager: joined.role == NodeRole::Manager,
+            managers: if joined.role == NodeRole::Manager {
+                vec![advertise.to_string(), remote.to_string()]
+            } else if joined.manager_addrs.is_empty() {
+                vec![remote.to_string()]
+            } else {
+                joined.manager_addrs.clone()
+            },
             raft_id: joined.raft_id,
             cluster_id: joined.cluster_id.clone(),
             advertise_addr: advertise.to_string(),
@@ -666,17 +709,12 @@ fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
         String::new()
     } else if metrics.current_leader == Some(o.raft_id) {
         "Leader".into()
-    } else if voter {
+    } else if voter && o.state != NodeState::Down {
         "Reachable".into()
     } else {
         "Unreachable".into()
     };
-    // Until agents report heartbeats (the dispatcher), only the local node's state is known.
-    let state = if o.id == a.m.node_id {
-        NodeState::Ready
-    } else {
-        o.state
-    };
+    let state = o.state;
     SwarmNode {
         id: o.id,
         hostname: o.hostname,
@@ -695,6 +733,46 @@ fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
         nano_cpus: o.nano_cpus,
         memory_bytes: o.memory_bytes,
         version: n.version,
+    }
+}
+
+/// The node's agent: a heartbeat to a manager each period, moving on to the next manager
+/// when one does not answer; the managers' answers refresh the period and the list.
+async fn agent(node_id: String, mut managers: Vec<String>, ca: String, cert: String, key: String) {
+    let mut period = Duration::from_secs(5);
+    let mut next = 0usize;
+    loop {
+        if managers.is_empty() {
+            tracing::warn!(node_id = %node_id, "no manager to send heartbeats to");
+            return;
+        }
+        let addr = managers[next % managers.len()].clone();
+        let sent = async {
+            let mut c = shoal_manager::join::client(&addr, &ca, &cert, &key).await?;
+            c.heartbeat(shoal_api::v1::HeartbeatRequest::default())
+                .await
+                .map_err(|s| shoal_manager::Error::Other(s.message().to_string()))
+        }
+        .await;
+        match sent {
+            Ok(r) => {
+                let r = r.into_inner();
+                period = Duration::from_millis(r.period_ms.max(100));
+                if !r.manager_addrs.is_empty() {
+                    // Keep the manager that answered first.
+                    let mut list = vec![addr.clone()];
+                    list.extend(r.manager_addrs.into_iter().filter(|a| *a != addr));
+                    managers = list;
+                    next = 0;
+                }
+                tokio::time::sleep(period).await;
+            }
+            Err(e) => {
+                tracing::debug!(manager = %addr, error = %e, "heartbeat failed; trying the next manager");
+                next += 1;
+                tokio::time::sleep((period / 5).max(Duration::from_millis(200))).await;
+            }
+        }
     }
 }
 

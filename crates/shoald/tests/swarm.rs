@@ -3,8 +3,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 
+use std::time::Duration;
+
 use serde_json::Value;
-use shoal_testkit::Daemon;
+use shoal_testkit::{wait_until, Daemon};
 
 fn mode(p: &std::path::Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
@@ -173,10 +175,17 @@ fn init_makes_a_one_manager_swarm_that_survives_a_restart() {
 #[test]
 fn workers_and_managers_join_by_token_over_a_lan() {
     let d1 = Daemon::start();
-    let d2 = Daemon::start();
+    let mut d2 = Daemon::start();
     let d3 = Daemon::start();
     let ips = shoal_testkit::lan(&[&d1.netns(), &d2.netns(), &d3.netns()]);
-    d1.ok(&["swarm", "init", "--advertise-addr", &ips[0]]);
+    d1.ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        &ips[0],
+        "--dispatcher-heartbeat",
+        "1s",
+    ]);
     let worker = d1
         .ok(&["swarm", "join-token", "-q", "worker"])
         .trim()
@@ -236,14 +245,50 @@ fn workers_and_managers_join_by_token_over_a_lan() {
     let swarm: Value = serde_json::from_str(&d3.ok(&["swarm", "inspect"])).unwrap();
     assert_eq!(swarm[0]["Raft"]["Managers"].as_array().unwrap().len(), 2);
 
-    // A worker leaves without --force; a manager then removes it from the list.
-    assert_eq!(d2.ok(&["swarm", "leave"]).trim(), "Node left the swarm.");
-    assert!(d2.ok(&["info"]).contains(" Swarm: inactive"));
     let worker_id = nodes
         .iter()
         .find(|n| n["Spec"]["Role"] == "worker")
         .map(|n| n["ID"].as_str().unwrap().to_string())
         .unwrap();
+    let state_of = |d: &Daemon, id: &str| -> String {
+        let v: Value = serde_json::from_str(&d.ok(&["node", "inspect", id])).unwrap();
+        v[0]["Status"]["State"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+
+    // Heartbeats: every node is ready; a dead agent is down within three periods and ready
+    // again when it comes back.
+    wait_until("all nodes ready", Duration::from_secs(10), || {
+        d1.ok(&["node", "ls"]).matches("Ready").count() == 3
+    });
+    d2.kill9();
+    let killed = std::time::Instant::now();
+    wait_until("the killed worker is down", Duration::from_secs(10), || {
+        state_of(&d1, &worker_id) == "down"
+    });
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "down only after the grace: {took:?}"
+    );
+    d2.restart();
+    wait_until("the worker is ready again", Duration::from_secs(10), || {
+        state_of(&d3, &worker_id) == "ready"
+    });
+
+    // A worker leaves without --force; once it is down a manager removes it from the list
+    // (docker refuses to remove a ready node without --force).
+    assert_eq!(d2.ok(&["swarm", "leave"]).trim(), "Node left the swarm.");
+    assert!(d2.ok(&["info"]).contains(" Swarm: inactive"));
+    let (_, e) = d3.fails(&["node", "rm", &worker_id]);
+    assert!(e.contains("not down"), "{e}");
+    wait_until(
+        "the departed worker is down",
+        Duration::from_secs(10),
+        || state_of(&d1, &worker_id) == "down",
+    );
     assert_eq!(d3.ok(&["node", "rm", &worker_id]).trim(), worker_id);
     assert_eq!(d1.ok(&["node", "ls", "-q"]).lines().count(), 2);
     let manager_id = d3.ok(&["node", "inspect", "self"]);
