@@ -300,3 +300,86 @@ fn workers_and_managers_join_by_token_over_a_lan() {
     let (_, e) = d1.fails(&["node", "rm", "nosuchnode"]);
     assert!(e.contains("no such node"), "{e}");
 }
+
+/// The index of the daemon whose swarm inspect says it leads.
+fn leader_of(ds: &[&Daemon]) -> Option<usize> {
+    ds.iter().position(|d| {
+        d.shoal(&["swarm", "inspect"])
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&d.shoal(&["swarm", "inspect"]).stdout).into_owned())
+            .is_some_and(|s| s.contains("\"State\": \"leader\""))
+    })
+}
+
+#[test]
+fn a_leader_cut_off_from_the_majority_commits_nothing_and_serves_no_stale_reads() {
+    let d1 = Daemon::start();
+    let d2 = Daemon::start();
+    let d3 = Daemon::start();
+    let ds = [&d1, &d2, &d3];
+    let ips = shoal_testkit::lan(&[&d1.netns(), &d2.netns(), &d3.netns()]);
+    d1.ok(&["swarm", "init", "--advertise-addr", &ips[0]]);
+    let token = d1
+        .ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_string();
+    let first = format!("{}:2377", ips[0]);
+    d2.ok(&["swarm", "join", "--token", &token, &first]);
+    d3.ok(&["swarm", "join", "--token", &token, &first]);
+    let old = leader_of(&ds).expect("a leader");
+
+    // Cut the leader off: its namespace drops everything from and to the LAN (the other two
+    // still reach each other, also through the bridge if it lives there).
+    let cut = |verb: &str| {
+        let script = if verb == "add" {
+            "add table inet cut\nadd chain inet cut in { type filter hook input priority -10; }\nadd chain inet cut out { type filter hook output priority -10; }\nadd rule inet cut in ip saddr 198.51.100.0/24 drop\nadd rule inet cut out ip daddr 198.51.100.0/24 drop\n".to_string()
+        } else {
+            "delete table inet cut\n".to_string()
+        };
+        let mut child = ds[old]
+            .host_cmd("nft", &["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft {verb}");
+    };
+    cut("add");
+
+    // The majority elects a new leader and commits.
+    let others: Vec<&Daemon> = ds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != old)
+        .map(|(_, d)| *d)
+        .collect();
+    wait_until(
+        "the majority elects a leader",
+        Duration::from_secs(10),
+        || leader_of(&others).is_some(),
+    );
+    others[0].ok(&["node", "update", "--label-add", "side=majority", "self"]);
+
+    // The cut-off manager commits nothing and refuses reads instead of answering stale.
+    let (_, e) = ds[old].fails(&["node", "update", "--label-add", "side=minority", "self"]);
+    assert!(e.contains("quorum") || e.contains("no leader"), "{e}");
+    let (_, e) = ds[old].fails(&["node", "ls"]);
+    assert!(e.contains("no leader") || e.contains("quorum"), "{e}");
+
+    // Healed: it follows the new leader and sees the majority's write, not its own.
+    cut("delete");
+    wait_until("the old leader follows", Duration::from_secs(10), || {
+        ds[old].shoal(&["node", "ls"]).status.success()
+    });
+    let ls = ds[old].ok(&["node", "ls", "--format", "json"]);
+    assert!(ls.contains("\"side\":\"majority\""), "{ls}");
+    assert!(!ls.contains("minority"), "{ls}");
+    assert_ne!(leader_of(&ds), Some(old));
+}
