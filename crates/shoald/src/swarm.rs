@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use shoal_api::v1::swarm_server::{Swarm, SwarmServer};
 use shoal_api::v1::{
-    JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse, ListNodesRequest,
-    ListNodesResponse, NodeRef, RemoveNodeRequest, RemoveNodeResponse, SwarmInfo, SwarmInitRequest,
-    SwarmInitResponse, SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse, SwarmNode,
-    UpdateNodeRequest,
+    CaRequest, CaResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse,
+    ListNodesRequest, ListNodesResponse, NodeRef, RemoveNodeRequest, RemoveNodeResponse, SwarmInfo,
+    SwarmInitRequest, SwarmInitResponse, SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse,
+    SwarmNode, SwarmUpdateRequest, UpdateNodeRequest,
 };
 use shoal_manager::ids::{random_id, random_raft_id};
 use shoal_manager::objects::{Availability, Cluster, Node, NodeRole, NodeState};
@@ -620,6 +620,60 @@ impl SwarmApi {
         ))
     }
 
+    async fn update(&self, req: SwarmUpdateRequest) -> Result<SwarmInfo, Status> {
+        if req.cert_expiry_secs != 0 && req.cert_expiry_secs < 3600 {
+            return Err(Status::invalid_argument(
+                "--cert-expiry must be at least 1h",
+            ));
+        }
+        if req.dispatcher_heartbeat_secs > 3600 {
+            return Err(Status::invalid_argument(
+                "--dispatcher-heartbeat must be at most 1h",
+            ));
+        }
+        let a = self.active().await?;
+        for _ in 0..5 {
+            let mut c = Self::cluster(&a).await?;
+            if req.dispatcher_heartbeat_secs != 0 {
+                c.object.heartbeat_period_secs = req.dispatcher_heartbeat_secs;
+            }
+            if req.cert_expiry_secs != 0 {
+                c.object.cert_expiry_secs = req.cert_expiry_secs;
+            }
+            if req.task_history_limit >= 0 {
+                c.object.task_history_limit = req.task_history_limit as u64;
+            }
+            c.object.updated_at = now();
+            match a
+                .r()?
+                .write(vec![update(&c.object, c.version).map_err(internal)?])
+                .await
+            {
+                Ok(_) => return self.inspect().await,
+                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
+                    continue
+                }
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        Err(Status::aborted(
+            "the swarm kept changing under this update: try again",
+        ))
+    }
+
+    async fn ca(&self, req: CaRequest) -> Result<CaResponse, Status> {
+        let a = self.active().await?;
+        if req.rotate {
+            return Err(Status::unimplemented(
+                "rotating the root CA is not implemented yet: the current root stays in use",
+            ));
+        }
+        let c = Self::cluster(&a).await?;
+        Ok(CaResponse {
+            cert_pem: c.object.ca_cert_pem,
+        })
+    }
+
     /// `node rm`: docker's rules (not a manager, not ready unless --force); the node's
     /// certificate is refused from then on.
     async fn remove_node(&self, req: RemoveNodeRequest) -> Result<RemoveNodeResponse, Status> {
@@ -979,6 +1033,17 @@ impl Swarm for Handle {
         request: Request<SwarmJoinRequest>,
     ) -> Result<Response<SwarmJoinResponse>, Status> {
         self.0.join(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn update(
+        &self,
+        request: Request<SwarmUpdateRequest>,
+    ) -> Result<Response<SwarmInfo>, Status> {
+        self.0.update(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn ca(&self, request: Request<CaRequest>) -> Result<Response<CaResponse>, Status> {
+        self.0.ca(request.into_inner()).await.map(Response::new)
     }
 
     async fn remove_node(

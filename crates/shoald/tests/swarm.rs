@@ -142,6 +142,38 @@ fn init_makes_a_one_manager_swarm_that_survives_a_restart() {
     let (_, e) = d.fails(&["node", "update", "self"]);
     assert!(e.contains("nothing to update"), "{e}");
 
+    // Settings, and the root certificate.
+    assert_eq!(
+        d.ok(&[
+            "swarm",
+            "update",
+            "--dispatcher-heartbeat",
+            "2s",
+            "--task-history-limit",
+            "10"
+        ])
+        .trim(),
+        "Swarm updated."
+    );
+    let swarm: Value = serde_json::from_str(&d.ok(&["swarm", "inspect"])).unwrap();
+    assert_eq!(
+        swarm[0]["Spec"]["Dispatcher"]["HeartbeatPeriod"],
+        2_000_000_000u64
+    );
+    assert_eq!(
+        swarm[0]["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"],
+        10
+    );
+    let (_, e) = d.fails(&["swarm", "update", "--cert-expiry", "10m"]);
+    assert!(e.contains("at least 1h"), "{e}");
+    let (_, e) = d.fails(&["swarm", "update"]);
+    assert!(e.contains("nothing to update"), "{e}");
+    assert!(d
+        .ok(&["swarm", "ca"])
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    let (_, e) = d.fails(&["swarm", "ca", "--rotate"]);
+    assert!(e.contains("not implemented yet"), "{e}");
+
     let info = d.ok(&["info"]);
     assert!(info.contains(" Swarm: active"), "{info}");
     assert!(info.contains(&format!("NodeID: {id}")), "{info}");

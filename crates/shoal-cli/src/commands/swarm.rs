@@ -6,8 +6,9 @@ use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use shoal_api::v1::{
-    JoinTokenRequest, LeaveRequest, ListNodesRequest, NodeRef, RemoveNodeRequest, SwarmInitRequest,
-    SwarmInspectRequest, SwarmJoinRequest, SwarmNode, UpdateNodeRequest,
+    CaRequest, JoinTokenRequest, LeaveRequest, ListNodesRequest, NodeRef, RemoveNodeRequest,
+    SwarmInitRequest, SwarmInspectRequest, SwarmJoinRequest, SwarmNode, SwarmUpdateRequest,
+    UpdateNodeRequest,
 };
 
 use crate::client::{connect_swarm, err};
@@ -25,6 +26,37 @@ pub enum SwarmCommand {
     Inspect(InspectArgs),
     /// Leave the swarm.
     Leave(LeaveArgs),
+    /// Change the swarm's settings.
+    Update(UpdateArgs),
+    /// Show the swarm's root CA certificate.
+    Ca(CaArgs),
+}
+
+/// The settings `swarm init` takes and `swarm update` changes.
+#[derive(Args)]
+pub struct SettingsArgs {
+    /// Agents' heartbeat period (default 5s).
+    #[arg(long = "dispatcher-heartbeat")]
+    dispatcher_heartbeat: Option<String>,
+    /// Validity of node certificates issued from then on (default 2160h0m0s, 90 days).
+    #[arg(long = "cert-expiry")]
+    cert_expiry: Option<String>,
+    /// Task history kept per slot (default 5).
+    #[arg(long = "task-history-limit")]
+    task_history_limit: Option<i64>,
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+#[derive(Args)]
+pub struct CaArgs {
+    /// Replace the root CA (not implemented yet).
+    #[arg(long)]
+    rotate: bool,
 }
 
 #[derive(Args)]
@@ -52,15 +84,8 @@ pub struct InitArgs {
     /// Subnet size of networks from the pools (default 24).
     #[arg(long = "default-addr-pool-mask-length")]
     default_addr_pool_mask_length: Option<u32>,
-    /// Agents' heartbeat period (default 5s).
-    #[arg(long = "dispatcher-heartbeat")]
-    dispatcher_heartbeat: Option<String>,
-    /// Validity of node certificates (default 2160h0m0s, 90 days).
-    #[arg(long = "cert-expiry")]
-    cert_expiry: Option<String>,
-    /// Task history kept per slot (default 5).
-    #[arg(long = "task-history-limit")]
-    task_history_limit: Option<i64>,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Recover a swarm that lost its quorum from this manager's state.
     #[arg(long = "force-new-cluster")]
     force_new_cluster: bool,
@@ -169,10 +194,10 @@ pub async fn swarm(host: &str, c: SwarmCommand) -> Result<i32> {
                 default_addr_pool_mask_length: a.default_addr_pool_mask_length.unwrap_or(0),
                 dispatcher_heartbeat_secs: duration_flag(
                     "--dispatcher-heartbeat",
-                    a.dispatcher_heartbeat,
+                    a.settings.dispatcher_heartbeat,
                 )?,
-                cert_expiry_secs: duration_flag("--cert-expiry", a.cert_expiry)?,
-                task_history_limit: a.task_history_limit.unwrap_or(-1),
+                cert_expiry_secs: duration_flag("--cert-expiry", a.settings.cert_expiry)?,
+                task_history_limit: a.settings.task_history_limit.unwrap_or(-1),
                 force_new_cluster: a.force_new_cluster,
             };
             let r = client.init(req).await.map_err(err)?.into_inner();
@@ -215,6 +240,37 @@ pub async fn swarm(host: &str, c: SwarmCommand) -> Result<i32> {
                 .map_err(err)?
                 .into_inner();
             println!("This node joined a swarm as a {}.", r.role);
+        }
+        SwarmCommand::Update(UpdateArgs { settings: a }) => {
+            if a.dispatcher_heartbeat.is_none()
+                && a.cert_expiry.is_none()
+                && a.task_history_limit.is_none()
+            {
+                bail!("nothing to update: give --dispatcher-heartbeat, --cert-expiry or --task-history-limit");
+            }
+            if a.task_history_limit.is_some_and(|n| n < 0) {
+                bail!("--task-history-limit must be 0 or more");
+            }
+            client
+                .update(SwarmUpdateRequest {
+                    dispatcher_heartbeat_secs: duration_flag(
+                        "--dispatcher-heartbeat",
+                        a.dispatcher_heartbeat,
+                    )?,
+                    cert_expiry_secs: duration_flag("--cert-expiry", a.cert_expiry)?,
+                    task_history_limit: a.task_history_limit.unwrap_or(-1),
+                })
+                .await
+                .map_err(err)?;
+            println!("Swarm updated.");
+        }
+        SwarmCommand::Ca(a) => {
+            let r = client
+                .ca(CaRequest { rotate: a.rotate })
+                .await
+                .map_err(err)?
+                .into_inner();
+            print!("{}", r.cert_pem);
         }
         SwarmCommand::Leave(a) => {
             client
