@@ -307,6 +307,7 @@ impl Replica {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let hint = match tokio::time::timeout(left, self.raft().ensure_linearizable()).await {
+                Err(_) if self.is_leader() => return Err(self.no_quorum_for_reads()),
                 Err(_) => return Err(self.no_leader()),
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(e)) => match e.forward_to_leader() {
@@ -338,6 +339,15 @@ impl Replica {
             "the managers have no leader (this one sees none after {} s; {voters} managers in the swarm, a majority of {} must be up and reach each other)",
             self.inner.leader_wait.as_secs(),
             voters / 2 + 1
+        ))
+    }
+
+    fn no_quorum_for_reads(&self) -> Error {
+        let voters = self.voters().len();
+        Error::NoLeader(format!(
+            "no quorum: this manager leads but a majority of {} of the {voters} managers did not answer within {} s; its data may be stale, so it refuses to read",
+            voters / 2 + 1,
+            self.inner.leader_wait.as_secs()
         ))
     }
 

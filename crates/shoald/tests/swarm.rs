@@ -403,7 +403,10 @@ fn a_leader_cut_off_from_the_majority_commits_nothing_and_serves_no_stale_reads(
     let (_, e) = ds[old].fails(&["node", "update", "--label-add", "side=minority", "self"]);
     assert!(e.contains("quorum") || e.contains("no leader"), "{e}");
     let (_, e) = ds[old].fails(&["node", "ls"]);
-    assert!(e.contains("no leader") || e.contains("quorum"), "{e}");
+    assert!(
+        e.contains("no quorum") && e.contains("refuses to read"),
+        "{e}"
+    );
 
     // Healed: it follows the new leader and sees the majority's write, not its own.
     cut("delete");
