@@ -61,7 +61,10 @@ pub async fn monitor(replica: Replica, liveness: Arc<Liveness>) {
     let mut listed: HashMap<String, Instant> = HashMap::new();
     let mut leading = false;
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // A quarter period: a node is marked down at most a quarter period late, and the
+        // node table is not rescanned more often than that needs.
+        let tick = (period(&replica) / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        tokio::time::sleep(tick).await;
         if !replica.is_leader() {
             if leading {
                 leading = false;

@@ -163,13 +163,7 @@ impl NodeCa for NodeCaService {
     ) -> Result<Response<JoinRaftResponse>, Status> {
         // Only a node holding a manager certificate of this swarm, for a node the store
         // knows as a manager with this raft id.
-        let certs = request.peer_certs().ok_or_else(|| {
-            Status::unauthenticated("joining the managers needs a manager certificate")
-        })?;
-        let leaf = certs.first().ok_or_else(|| {
-            Status::unauthenticated("joining the managers needs a manager certificate")
-        })?;
-        let id = identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let id = caller(&request, "joining the managers needs a manager certificate")?;
         let req = request.into_inner();
         self.replica
             .read_barrier()
@@ -202,13 +196,7 @@ impl NodeCa for NodeCaService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let certs = request
-            .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("heartbeats need a node certificate"))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| Status::unauthenticated("heartbeats need a node certificate"))?;
-        let caller = identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))?;
+        let caller = caller(&request, "heartbeats need a node certificate")?;
         let req = request.into_inner();
         // Only a manager may speak for another node.
         let node_id = if !req.forwarded_for.is_empty() && caller.role == Role::Manager {
@@ -240,6 +228,17 @@ impl NodeCa for NodeCaService {
             manager_addrs: self.replica.voters().into_iter().map(|(_, a)| a).collect(),
         }))
     }
+}
+
+/// Who the (TLS-verified) caller is, from its certificate.
+fn caller<T>(request: &Request<T>, missing: &str) -> Result<crate::Identity, Status> {
+    let certs = request
+        .peer_certs()
+        .ok_or_else(|| Status::unauthenticated(missing.to_string()))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Status::unauthenticated(missing.to_string()))?;
+    identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 async fn forward_heartbeat(

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
+use shoal_api::v1::raft_transport_client::RaftTransportClient;
 use shoal_api::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
 use shoal_api::v1::RaftPayload;
 
@@ -69,6 +70,9 @@ struct Inner {
     sm: StateMachine,
     leader_wait: Duration,
     security: Option<Arc<Security>>,
+    /// The connection to the leader for forwarded writes and reads.
+    leader_client:
+        std::sync::Mutex<Option<(String, RaftTransportClient<tonic::transport::Channel>)>>,
     /// Set on shutdown: the server stops and closes its connections.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -109,6 +113,7 @@ impl Replica {
                 sm,
                 leader_wait: cfg.leader_wait,
                 security: cfg.security.clone(),
+                leader_client: std::sync::Mutex::new(None),
                 stop: tokio::sync::watch::channel(false).0,
             }),
         })
@@ -380,12 +385,7 @@ fn other(e: impl std::fmt::Display) -> Error {
 
 impl Replica {
     async fn forward(&self, addr: &str, req: &Request) -> Result<ProposeReply> {
-        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
-        let reply = c
-            .propose(encode(req).map_err(other)?)
-            .await
-            .map_err(other)?;
-        decode(&reply.into_inner()).map_err(other)
+        self.ask_leader(addr, LeaderCall::Propose, req).await
     }
 
     /// Ok(Err(message)): the leader refused the change; Err: it could not be asked.
@@ -394,23 +394,50 @@ impl Replica {
         addr: &str,
         change: &VoterChange,
     ) -> Result<std::result::Result<(), String>> {
-        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
-        let reply = c
-            .change_voters(encode(change).map_err(other)?)
+        self.ask_leader(addr, LeaderCall::ChangeVoters, change)
             .await
-            .map_err(other)?;
-        decode(&reply.into_inner()).map_err(other)
     }
 
     async fn read_index(&self, addr: &str) -> Result<u64> {
-        let mut c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
-        let reply = c
-            .read_index(RaftPayload { data: Vec::new() })
-            .await
-            .map_err(other)?;
-        let r: Option<u64> = decode(&reply.into_inner()).map_err(other)?;
+        let r: Option<u64> = self.ask_leader(addr, LeaderCall::ReadIndex, &()).await?;
         r.ok_or_else(|| Error::Other("not the leader".into()))
     }
+
+    /// One call to the manager at `addr` (the leader, as far as this node knows), over a
+    /// connection kept for the next call to the same leader.
+    async fn ask_leader<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        call: LeaderCall,
+        req: &Req,
+    ) -> Result<Resp> {
+        let mut c = {
+            let mut cached = self.inner.leader_client.lock().expect("leader client lock");
+            match cached.as_ref() {
+                Some((a, c)) if a == addr => c.clone(),
+                _ => {
+                    let c = client_for(addr, self.inner.security.as_deref()).map_err(other)?;
+                    *cached = Some((addr.to_string(), c.clone()));
+                    c
+                }
+            }
+        };
+        let payload = encode(req).map_err(other)?;
+        let reply = match call {
+            LeaderCall::Propose => c.propose(payload).await,
+            LeaderCall::ChangeVoters => c.change_voters(payload).await,
+            LeaderCall::ReadIndex => c.read_index(payload).await,
+        }
+        .map_err(other)?;
+        decode(&reply.into_inner()).map_err(other)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum LeaderCall {
+    Propose,
+    ChangeVoters,
+    ReadIndex,
 }
 
 /// The managers' transport service. It holds the replica weakly: connections that outlive

@@ -795,6 +795,11 @@ fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
 async fn agent(node_id: String, mut managers: Vec<String>, ca: String, cert: String, key: String) {
     let mut period = Duration::from_secs(5);
     let mut next = 0usize;
+    // The connection to the manager last heard from, kept across heartbeats.
+    let mut conn: Option<(
+        String,
+        shoal_api::v1::node_ca_client::NodeCaClient<tonic::transport::Channel>,
+    )> = None;
     loop {
         if managers.is_empty() {
             tracing::warn!(node_id = %node_id, "no manager to send heartbeats to");
@@ -802,10 +807,16 @@ async fn agent(node_id: String, mut managers: Vec<String>, ca: String, cert: Str
         }
         let addr = managers[next % managers.len()].clone();
         let sent = async {
-            let mut c = shoal_manager::join::client(&addr, &ca, &cert, &key).await?;
-            c.heartbeat(shoal_api::v1::HeartbeatRequest::default())
+            let mut c = match conn.take() {
+                Some((a, c)) if a == addr => c,
+                _ => shoal_manager::join::client(&addr, &ca, &cert, &key).await?,
+            };
+            let r = c
+                .heartbeat(shoal_api::v1::HeartbeatRequest::default())
                 .await
-                .map_err(|s| shoal_manager::Error::Other(s.message().to_string()))
+                .map_err(|s| shoal_manager::Error::Other(s.message().to_string()))?;
+            conn = Some((addr.clone(), c));
+            Ok::<_, shoal_manager::Error>(r)
         }
         .await;
         match sent {
