@@ -56,24 +56,7 @@ impl RootCa {
     /// A new root for the cluster `cluster_id`.
     pub fn generate(cluster_id: &str) -> Result<RootCa> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(ca_err)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "shoal-swarm-ca");
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, cluster_id);
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let now = SystemTime::now();
-        params.not_before = (now - BACKDATE).into();
-        params.not_after = (now + ROOT_VALIDITY).into();
-        let cert = params.self_signed(&key).map_err(ca_err)?;
+        let cert = root_params(cluster_id).self_signed(&key).map_err(ca_err)?;
         Ok(RootCa {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
@@ -157,6 +140,65 @@ impl RootCa {
         let cert = params.signed_by(&csr.public_key, &issuer).map_err(ca_err)?;
         Ok(cert.pem())
     }
+
+    /// `next` (a new root) signed by this root: during a rotation, certificates from `next`
+    /// carry it so nodes that still trust only this root accept them (SwarmKit's
+    /// cross-signed intermediate).
+    pub fn cross_sign(&self, next: &RootCa, cluster_id: &str) -> Result<String> {
+        let key = self
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::Ca("this node does not hold the CA key".into()))?;
+        let next_key = next
+            .key
+            .as_ref()
+            .ok_or_else(|| Error::Ca("the new root's key is missing".into()))?;
+        let params = root_params(cluster_id);
+        let issuer =
+            Issuer::from_ca_cert_der(&self.cert_der.clone().into(), key).map_err(ca_err)?;
+        Ok(params.signed_by(next_key, &issuer).map_err(ca_err)?.pem())
+    }
+}
+
+/// A root's subject and constraints (a rotated root has the same subject: certificates
+/// chain by signature, and the cross-signed copy must name it exactly).
+fn root_params(cluster_id: &str) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "shoal-swarm-ca");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, cluster_id);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = SystemTime::now();
+    params.not_before = (now - BACKDATE).into();
+    params.not_after = (now + ROOT_VALIDITY).into();
+    params
+}
+
+/// When a node renews its certificate: at a random point in the last half of its life
+/// (docker's rule), the same point every time for a given certificate (its serial picks it),
+/// so a restart does not move it.
+pub fn renew_at(id: &Identity) -> SystemTime {
+    let life = id
+        .not_after
+        .duration_since(id.not_before)
+        .unwrap_or_default();
+    let pick = Sha256::digest(id.serial.as_bytes());
+    let r = f64::from(u16::from_be_bytes([pick[0], pick[1]])) / f64::from(u16::MAX);
+    id.not_before + life.mul_f64(0.5 + 0.5 * r)
+}
+
+/// Lower-case hex, as fingerprints are shown.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// A node's new key and the certificate request it sends to a manager.

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_store::table::update;
-use shoal_store::Replica;
+use shoal_store::{Replica, Versioned};
 
-use crate::objects::{Cluster, Node, NodeState};
+use crate::objects::{Cluster, Node, NodeRole, NodeState};
 
 /// Missed periods after which a node is down.
 const GRACE_PERIODS: u32 = 3;
@@ -79,6 +79,8 @@ pub async fn monitor(replica: Replica, liveness: Arc<Liveness>) {
         let Ok(nodes) = replica.state().list_obj::<Node>() else {
             continue;
         };
+        reconcile_roles(&replica, &nodes).await;
+        finish_rotation(&replica, &nodes).await;
         for n in nodes {
             let first = *listed
                 .entry(n.object.id.clone())
@@ -112,6 +114,53 @@ pub async fn monitor(replica: Replica, liveness: Arc<Liveness>) {
                 }
                 Err(e) => tracing::warn!(error = %e, "encode node"),
             }
+        }
+    }
+}
+
+/// Raft membership follows roles: a voter whose node the managers demoted leaves the voters
+/// (the demote command does this too; this finishes the job if it was interrupted).
+async fn reconcile_roles(replica: &Replica, nodes: &[Versioned<Node>]) {
+    let voters = replica.voters();
+    for n in nodes {
+        if n.object.role == NodeRole::Worker && voters.iter().any(|(id, _)| *id == n.object.raft_id)
+        {
+            if voters.len() <= 1 {
+                continue;
+            }
+            match replica.remove_voter(n.object.raft_id).await {
+                Ok(()) => tracing::info!(node_id = %n.object.id, "demoted manager left the voters"),
+                Err(e) => {
+                    tracing::debug!(node_id = %n.object.id, error = %e, "removing a demoted voter (retrying)")
+                }
+            }
+        }
+    }
+}
+
+/// A root rotation is complete when every node holds a certificate from the new root: the
+/// old roots are then no longer trusted.
+async fn finish_rotation(replica: &Replica, nodes: &[Versioned<Node>]) {
+    let Ok(Some(c)) = replica.state().get_obj::<Cluster>(Cluster::KEY) else {
+        return;
+    };
+    if c.object.previous_ca_pems.is_empty() {
+        return;
+    }
+    let Ok(root) = crate::RootCa::from_pem(&c.object.ca_cert_pem, None) else {
+        return;
+    };
+    let fp = crate::hex(&root.fingerprint());
+    if nodes.iter().any(|n| n.object.cert_root != fp) {
+        return;
+    }
+    let mut cluster = c.object.clone();
+    cluster.previous_ca_pems.clear();
+    cluster.cross_signed_pem.clear();
+    if let Ok(op) = update(&cluster, c.version) {
+        match replica.write(vec![op]).await {
+            Ok(_) => tracing::info!("root CA rotation complete: the old root is no longer trusted"),
+            Err(e) => tracing::debug!(error = %e, "finishing the rotation (retrying)"),
         }
     }
 }

@@ -130,10 +130,26 @@ pub async fn client(
 /// A new manager (already serving its store at `my_addr`) asks the manager at `addr` to
 /// make it a voter.
 pub async fn join_raft(addr: &str, me: &Joined, my_addr: &str) -> Result<()> {
-    client(addr, &me.ca_pem, &me.cert_pem, &me.key_pem)
+    join_raft_as(
+        addr,
+        (&me.ca_pem, &me.cert_pem, &me.key_pem),
+        me.raft_id,
+        my_addr,
+    )
+    .await
+}
+
+/// [`join_raft`] with the node's credentials (roots, certificate, key): a promoted worker.
+pub async fn join_raft_as(
+    addr: &str,
+    (ca_pem, cert_pem, key_pem): (&str, &str, &str),
+    raft_id: u64,
+    my_addr: &str,
+) -> Result<()> {
+    client(addr, ca_pem, cert_pem, key_pem)
         .await?
         .join_raft(JoinRaftRequest {
-            raft_id: me.raft_id,
+            raft_id,
             addr: my_addr.to_string(),
         })
         .await

@@ -11,7 +11,7 @@ pub mod objects;
 pub mod security;
 pub mod token;
 
-pub use ca::{identity, Identity, NodeKey, Role, RootCa};
+pub use ca::{hex, identity, renew_at, Identity, NodeKey, Role, RootCa};
 pub use error::{Error, Result};
 pub use token::JoinToken;
 

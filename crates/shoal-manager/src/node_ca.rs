@@ -7,13 +7,13 @@ use std::time::Duration;
 use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
 use shoal_api::v1::{
     HeartbeatRequest, HeartbeatResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
-    JoinRaftRequest, JoinRaftResponse,
+    JoinRaftRequest, JoinRaftResponse, RenewCertificateRequest, RenewCertificateResponse,
 };
-use shoal_store::table::create;
+use shoal_store::table::{create, update};
 use shoal_store::Replica;
 use tonic::{Request, Response, Status};
 
-use crate::ca::{identity, Role};
+use crate::ca::{hex, identity, Role};
 use crate::dispatcher::Liveness;
 use crate::ids::{random_id, random_raft_id};
 use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState, RemovedNode};
@@ -124,21 +124,14 @@ impl NodeCa for NodeCaService {
             arch: req.arch,
             nano_cpus: req.nano_cpus,
             memory_bytes: req.memory_bytes,
+            cert_root: hex(&root.fingerprint()),
         };
         let cert_role = match role {
             NodeRole::Manager => Role::Manager,
             NodeRole::Worker => Role::Worker,
         };
         // Sign first: a bad request leaves no node behind.
-        let cert_pem = root
-            .issue(
-                &req.csr_pem,
-                &cluster.id,
-                &node.id,
-                cert_role,
-                Duration::from_secs(cluster.cert_expiry_secs),
-            )
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_pem = sign(&cluster, &root, &req.csr_pem, &node.id, cert_role)?;
         self.replica
             .write(vec![
                 create(&node).map_err(|e| Status::internal(e.to_string()))?
@@ -151,7 +144,7 @@ impl NodeCa for NodeCaService {
             raft_id: node.raft_id,
             role: role.as_str().into(),
             cert_pem,
-            ca_pem: cluster.ca_cert_pem,
+            ca_pem: cluster.trust_bundle(),
             cluster_id: cluster.id,
             manager_addrs: self.replica.voters().into_iter().map(|(_, a)| a).collect(),
         }))
@@ -217,17 +210,143 @@ impl NodeCa for NodeCaService {
         if self.replica.is_leader() {
             self.liveness.record(&node_id);
         } else if let (Some((_, leader)), Some(sec)) = (self.replica.leader(), &self.security) {
-            forward_heartbeat(&leader, sec, &node_id)
+            // The leader's answer, not this follower's view: a follower cut off from the
+            // swarm (or left behind by --force-new-cluster) must not tell a node stale roles.
+            let answer = forward_heartbeat(&leader, sec, &node_id)
                 .await
                 .map_err(|e| Status::unavailable(format!("forwarding to the leader: {e}")))?;
+            return Ok(Response::new(answer));
         } else {
             return Err(Status::unavailable("no leader to report to"));
         }
+        let role = state
+            .get_obj::<Node>(&node_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(|n| n.object.role.as_str().to_string())
+            .unwrap_or_default();
+        let cluster = state
+            .get_obj::<Cluster>(Cluster::KEY)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::unavailable("this manager's swarm is not initialised yet"))?
+            .object;
+        let root = RootCa::from_pem(&cluster.ca_cert_pem, None)
+            .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(HeartbeatResponse {
             period_ms: crate::dispatcher::period(&self.replica).as_millis() as u64,
             manager_addrs: self.replica.voters().into_iter().map(|(_, a)| a).collect(),
+            role,
+            root_fingerprint: hex(&root.fingerprint()),
+            ca_pem: cluster.trust_bundle(),
         }))
     }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let caller = caller(&request, "renewing needs the node's current certificate")?;
+        let req = request.into_inner();
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let state = self.replica.state();
+        let internal = |e: shoal_store::Error| Status::internal(e.to_string());
+        if state
+            .get_obj::<RemovedNode>(&caller.node_id)
+            .map_err(internal)?
+            .is_some()
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} was removed from the swarm",
+                caller.node_id
+            )));
+        }
+        let cluster = state
+            .get_obj::<Cluster>(Cluster::KEY)
+            .map_err(internal)?
+            .ok_or_else(|| Status::unavailable("this manager's swarm is not initialised yet"))?
+            .object;
+        if caller.cluster_id != cluster.id {
+            return Err(Status::permission_denied(
+                "the certificate is for another swarm",
+            ));
+        }
+        let root = RootCa::from_pem(&cluster.ca_cert_pem, Some(&cluster.ca_key_pem))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let root_fp = hex(&root.fingerprint());
+        // The role is the managers' word now, not what the old certificate said.
+        let mut node = None;
+        for _ in 0..5 {
+            let n = state
+                .get_obj::<Node>(&caller.node_id)
+                .map_err(internal)?
+                .ok_or_else(|| {
+                    Status::permission_denied(format!(
+                        "node {} is not in this swarm",
+                        caller.node_id
+                    ))
+                })?;
+            if n.object.cert_root == root_fp {
+                node = Some(n.object);
+                break;
+            }
+            // Record which root signs it: a rotation completes when every node has the new one.
+            let mut o = n.object.clone();
+            o.cert_root = root_fp.clone();
+            match self
+                .replica
+                .write(vec![update(&o, n.version).map_err(internal)?])
+                .await
+            {
+                Ok(_) => {
+                    node = Some(o);
+                    break;
+                }
+                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
+                    continue
+                }
+                Err(e) => return Err(Status::unavailable(e.to_string())),
+            }
+        }
+        let node = node.ok_or_else(|| Status::aborted("the node kept changing: try again"))?;
+        let cert_role = match node.role {
+            NodeRole::Manager => Role::Manager,
+            NodeRole::Worker => Role::Worker,
+        };
+        let cert_pem = sign(&cluster, &root, &req.csr_pem, &node.id, cert_role)?;
+        tracing::info!(node_id = %node.id, role = node.role.as_str(), "node certificate renewed");
+        Ok(Response::new(RenewCertificateResponse {
+            cert_pem,
+            ca_pem: cluster.trust_bundle(),
+            role: node.role.as_str().into(),
+            raft_id: node.raft_id,
+        }))
+    }
+}
+
+/// A node certificate from the cluster's current root; while a rotation is in progress it
+/// carries the new root cross-signed by the old one, for nodes that trust only the old.
+fn sign(
+    cluster: &Cluster,
+    root: &RootCa,
+    csr_pem: &str,
+    node_id: &str,
+    role: Role,
+) -> Result<String, Status> {
+    let cert = root
+        .issue(
+            csr_pem,
+            &cluster.id,
+            node_id,
+            role,
+            Duration::from_secs(cluster.cert_expiry_secs),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if cluster.cross_signed_pem.is_empty() {
+        return Ok(cert);
+    }
+    Ok(format!("{}\n{}", cert.trim_end(), cluster.cross_signed_pem))
 }
 
 /// Who the (TLS-verified) caller is, from its certificate.
@@ -245,12 +364,19 @@ async fn forward_heartbeat(
     leader: &str,
     sec: &shoal_store::Security,
     node_id: &str,
-) -> crate::Result<()> {
-    let mut c = crate::join::client(leader, &sec.ca_pem, &sec.cert_pem, &sec.key_pem).await?;
-    c.heartbeat(HeartbeatRequest {
-        forwarded_for: node_id.to_string(),
-    })
-    .await
-    .map_err(|s| crate::Error::Other(s.message().to_string()))?;
-    Ok(())
+) -> crate::Result<HeartbeatResponse> {
+    let call = async {
+        let mut c = crate::join::client(leader, &sec.ca_pem, &sec.cert_pem, &sec.key_pem).await?;
+        let r = c
+            .heartbeat(HeartbeatRequest {
+                forwarded_for: node_id.to_string(),
+            })
+            .await
+            .map_err(|s| crate::Error::Other(s.message().to_string()))?;
+        Ok(r.into_inner())
+    };
+    // A hung leader must not hold the agent's heartbeat: it tries another manager.
+    tokio::time::timeout(Duration::from_secs(2), call)
+        .await
+        .map_err(|_| crate::Error::Other(format!("the leader at {leader} did not answer")))?
 }

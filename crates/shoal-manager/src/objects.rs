@@ -73,6 +73,9 @@ pub struct Node {
     pub nano_cpus: i64,
     #[serde(default)]
     pub memory_bytes: i64,
+    /// Hex SHA-256 of the root that signed the node's current certificate.
+    #[serde(default)]
+    pub cert_root: String,
 }
 
 impl Object for Node {
@@ -99,6 +102,14 @@ pub struct Cluster {
     /// The root CA (PEM) and its key, so any manager can sign node certificates.
     pub ca_cert_pem: String,
     pub ca_key_pem: String,
+    /// Earlier roots still trusted while a rotation (`swarm ca --rotate`) is in progress:
+    /// dropped once every node holds a certificate from the current root.
+    #[serde(default)]
+    pub previous_ca_pems: Vec<String>,
+    /// During a rotation: the current root signed by the previous one, sent with every
+    /// certificate the current root signs.
+    #[serde(default)]
+    pub cross_signed_pem: String,
     pub worker_secret: String,
     pub manager_secret: String,
     pub heartbeat_period_secs: u64,
@@ -112,6 +123,17 @@ pub struct Cluster {
 impl Cluster {
     /// The cluster object's id in its table.
     pub const KEY: &'static str = "default";
+
+    /// Every root a node must trust now: the current one first.
+    pub fn trust_bundle(&self) -> String {
+        let mut pems = vec![self.ca_cert_pem.trim_end().to_string()];
+        pems.extend(
+            self.previous_ca_pems
+                .iter()
+                .map(|p| p.trim_end().to_string()),
+        );
+        pems.join("\n") + "\n"
+    }
 }
 
 impl Object for Cluster {

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use shoal_store::StateMachine;
 
 use crate::ca::{identity, Role};
-use crate::objects::RemovedNode;
+use crate::objects::{Node, NodeRole, RemovedNode};
 
 /// Mutual TLS for the store's transport: `cert_pem`/`key_pem` are this manager's; callers
 /// must hold a manager certificate of `cluster_id` signed by `ca_pem`.
@@ -54,6 +54,16 @@ pub fn managers_only_unless_removed(
                     .is_some()
                 {
                     return Err(format!("node {} was removed from the swarm", id.node_id));
+                }
+                // The managers' word now beats the certificate: a demoted manager's old
+                // certificate no longer opens the managers' transport.
+                if let Some(n) = sm.get_obj::<Node>(&id.node_id).map_err(|e| e.to_string())? {
+                    if n.object.role != NodeRole::Manager {
+                        return Err(format!(
+                            "node {} was demoted to a worker: only managers may call the managers' transport",
+                            id.node_id
+                        ));
+                    }
                 }
             }
             Ok(())

@@ -72,3 +72,89 @@ fn a_root_reloaded_from_pem_signs_and_keeps_its_fingerprint() {
         .issue("garbage", "c", "n", Role::Worker, Duration::from_secs(60))
         .is_err());
 }
+
+/// Whether `chain` (leaf first, as PEM) verifies for the manager name under `roots` alone.
+fn verifies(chain_pem: &str, roots: &[&RootCa]) -> bool {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store
+            .add(CertificateDer::from(r.cert_der().to_vec()))
+            .unwrap();
+    }
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(store),
+        std::sync::Arc::new(rustls::crypto::ring::default_provider()),
+    )
+    .build()
+    .unwrap();
+    let certs: Vec<CertificateDer<'static>> =
+        x509_parser::pem::Pem::iter_from_buffer(chain_pem.as_bytes())
+            .map(|p| CertificateDer::from(p.unwrap().contents))
+            .collect();
+    verifier
+        .verify_server_cert(
+            &certs[0],
+            &certs[1..],
+            &ServerName::try_from("swarm-manager").unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .is_ok()
+}
+
+#[test]
+fn during_a_rotation_new_certificates_verify_under_the_old_root_too() {
+    let old = RootCa::generate("c").unwrap();
+    let new = RootCa::generate("c").unwrap();
+    let cross = old.cross_sign(&new, "c").unwrap();
+    let node = NodeKey::generate().unwrap();
+    let leaf = new
+        .issue(
+            &node.csr_pem,
+            "c",
+            "n",
+            Role::Manager,
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    // With the cross-signed root, a node that trusts only the old root accepts it.
+    let chain = format!("{}\n{cross}", leaf.trim_end());
+    assert!(verifies(&chain, &[&old]));
+    assert!(verifies(&chain, &[&new]));
+    assert!(verifies(&chain, &[&old, &new]));
+    // Without it, only the new root does.
+    assert!(!verifies(&leaf, &[&old]));
+    assert!(verifies(&leaf, &[&new]));
+    // Another cluster's root signs nothing of ours.
+    let stranger = RootCa::generate("c").unwrap();
+    assert!(!verifies(&chain, &[&stranger]));
+}
+
+#[test]
+fn renewal_falls_in_the_second_half_of_a_certificates_life() {
+    let ca = RootCa::generate("c").unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let node = NodeKey::generate().unwrap();
+        let pem = ca
+            .issue(
+                &node.csr_pem,
+                "c",
+                "n",
+                Role::Worker,
+                Duration::from_secs(100 * 3600),
+            )
+            .unwrap();
+        let id = identity(&ca::pem_der(&pem, "CERTIFICATE").unwrap()).unwrap();
+        let at = renew_at(&id);
+        let life = id.not_after.duration_since(id.not_before).unwrap();
+        let into = at.duration_since(id.not_before).unwrap();
+        assert!(into >= life / 2 && into <= life, "{into:?} of {life:?}");
+        // Stable for one certificate.
+        assert_eq!(at, renew_at(&id));
+        seen.insert(into.as_secs() / 60);
+    }
+    assert!(seen.len() > 5, "renewal points are spread: {seen:?}");
+}

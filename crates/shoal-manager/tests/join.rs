@@ -77,6 +77,8 @@ async fn workers_and_managers_join_with_their_tokens_and_nothing_else_gets_in() 
         updated_at: String::new(),
         ca_cert_pem: ca.cert_pem().into(),
         ca_key_pem: ca.key_pem().unwrap(),
+        previous_ca_pems: vec![],
+        cross_signed_pem: String::new(),
         worker_secret: worker_token.secret.clone(),
         manager_secret: manager_token.secret.clone(),
         heartbeat_period_secs: 5,

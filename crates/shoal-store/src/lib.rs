@@ -23,7 +23,7 @@ pub mod table;
 pub mod types;
 
 pub use error::{Error, Result};
-pub use log::LogStore;
+pub use log::{force_new_cluster, LogStore};
 pub use network::{Security, MANAGER_NAME};
 pub use replica::{Replica, ReplicaConfig};
 pub use sm::{Listing, StateMachine, Stored, Watch};

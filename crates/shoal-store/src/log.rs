@@ -169,3 +169,45 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.remove_range(..=log_id.index.to_be_bytes())
     }
 }
+
+/// `swarm init --force-new-cluster` on a manager whose swarm lost its quorum: make the store
+/// under `path` (closed) a one-voter cluster of `id` at `addr`, keeping every entry it has.
+///
+/// A membership entry naming only this node is appended after the last entry, under a term
+/// above any it has seen, and the vote moves to that term. When the replica starts, its log's
+/// last membership is the one that counts: it elects itself, and its first commit commits
+/// everything before it (as etcd's `--force-new-cluster`). The other managers' entries past
+/// this log are lost, which is the price of losing quorum.
+pub async fn force_new_cluster(
+    path: &std::path::Path,
+    id: NodeId,
+    addr: &str,
+) -> crate::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let (mut log, _sm) = crate::open(path)?;
+    let state = log.get_log_state().await?;
+    let Some(last) = state.last_log_id else {
+        return Err(crate::Error::Other(
+            "this manager's store is empty: there is nothing to recover".into(),
+        ));
+    };
+    let vote_term = log.read_vote().await?.map_or(0, |v| v.leader_id.term);
+    let term = vote_term.max(last.leader_id.term) + 1;
+    let membership = openraft::Membership::new(
+        vec![BTreeSet::from([id])],
+        BTreeMap::from([(id, openraft::BasicNode::new(addr))]),
+    );
+    let entry = Entry::<TypeConfig> {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(term, id), last.index + 1),
+        payload: openraft::EntryPayload::Membership(membership),
+    };
+    log.logs
+        .insert(
+            entry.log_id.index.to_be_bytes(),
+            serde_json::to_vec(&entry).map_err(write_err)?,
+        )
+        .map_err(write_err)?;
+    log.save_vote(&Vote::new(term, id)).await?;
+    log.flush().await?;
+    Ok(())
+}

@@ -294,7 +294,7 @@ impl Replica {
                 },
             };
             if let Some(node) = hint {
-                if let Ok(ProposeReply::Done(r)) = self.forward(&node.addr, &req).await {
+                if let Ok(ProposeReply::Done(r)) = self.forward(&node.addr, &req, deadline).await {
                     return applied(r);
                 }
             }
@@ -321,7 +321,7 @@ impl Replica {
                 },
             };
             if let Some(node) = hint {
-                if let Ok(index) = self.read_index(&node.addr).await {
+                if let Ok(index) = self.read_index(&node.addr, deadline).await {
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.raft()
                         .wait(Some(left))
@@ -384,8 +384,8 @@ fn other(e: impl std::fmt::Display) -> Error {
 }
 
 impl Replica {
-    async fn forward(&self, addr: &str, req: &Request) -> Result<ProposeReply> {
-        self.ask_leader(addr, LeaderCall::Propose, req).await
+    async fn forward(&self, addr: &str, req: &Request, until: Instant) -> Result<ProposeReply> {
+        self.ask_leader(addr, LeaderCall::Propose, req, until).await
     }
 
     /// Ok(Err(message)): the leader refused the change; Err: it could not be asked.
@@ -394,22 +394,27 @@ impl Replica {
         addr: &str,
         change: &VoterChange,
     ) -> Result<std::result::Result<(), String>> {
-        self.ask_leader(addr, LeaderCall::ChangeVoters, change)
+        let until = Instant::now() + self.inner.leader_wait;
+        self.ask_leader(addr, LeaderCall::ChangeVoters, change, until)
             .await
     }
 
-    async fn read_index(&self, addr: &str) -> Result<u64> {
-        let r: Option<u64> = self.ask_leader(addr, LeaderCall::ReadIndex, &()).await?;
+    async fn read_index(&self, addr: &str, until: Instant) -> Result<u64> {
+        let r: Option<u64> = self
+            .ask_leader(addr, LeaderCall::ReadIndex, &(), until)
+            .await?;
         r.ok_or_else(|| Error::Other("not the leader".into()))
     }
 
     /// One call to the manager at `addr` (the leader, as far as this node knows), over a
-    /// connection kept for the next call to the same leader.
+    /// connection kept for the next call to the same leader, given up at `until` (a hung
+    /// leader must not hang its followers' callers: they retry whoever leads next).
     async fn ask_leader<Req: Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
         call: LeaderCall,
         req: &Req,
+        until: Instant,
     ) -> Result<Resp> {
         let mut c = {
             let mut cached = self.inner.leader_client.lock().expect("leader client lock");
@@ -423,12 +428,22 @@ impl Replica {
             }
         };
         let payload = encode(req).map_err(other)?;
-        let reply = match call {
-            LeaderCall::Propose => c.propose(payload).await,
-            LeaderCall::ChangeVoters => c.change_voters(payload).await,
-            LeaderCall::ReadIndex => c.read_index(payload).await,
-        }
-        .map_err(other)?;
+        let call = async {
+            match call {
+                LeaderCall::Propose => c.propose(payload).await,
+                LeaderCall::ChangeVoters => c.change_voters(payload).await,
+                LeaderCall::ReadIndex => c.read_index(payload).await,
+            }
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        let reply = match tokio::time::timeout(left, call).await {
+            Ok(r) => r.map_err(other)?,
+            Err(_) => {
+                // Start afresh with whoever leads next.
+                *self.inner.leader_client.lock().expect("leader client lock") = None;
+                return Err(Error::Other(format!("the leader at {addr} did not answer")));
+            }
+        };
         decode(&reply.into_inner()).map_err(other)
     }
 }

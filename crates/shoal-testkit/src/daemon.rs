@@ -119,7 +119,30 @@ impl Daemon {
         self.spawn();
     }
 
-    fn stop(&mut self) {
+    /// Start a stopped or killed daemon again on the same roots.
+    pub fn start_again(&mut self) {
+        if self.child.is_none() {
+            self.spawn();
+        }
+    }
+
+    /// Send `sig` to the daemon (SIGSTOP freezes it like a hung host, SIGCONT thaws it).
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Whether the daemon process is running (not killed or stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Stop the daemon cleanly (SIGTERM, then SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        // A frozen daemon cannot handle SIGTERM.
+        self.signal(libc::SIGCONT);
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) on our own child's pid.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };

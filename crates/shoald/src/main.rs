@@ -146,11 +146,9 @@ async fn serve(args: Args) -> Result<()> {
         }
     }
     let engine = Engine::open(cfg).await.context("open the engine")?;
-    let swarm = std::sync::Arc::new(
-        swarm::SwarmApi::open(&args.data_root)
-            .await
-            .context("rejoin the swarm")?,
-    );
+    let swarm = swarm::SwarmApi::open(&args.data_root)
+        .await
+        .context("rejoin the swarm")?;
     let listener = bind_socket(&args.socket)?;
     tracing::info!(socket = %args.socket.display(), data_root = %args.data_root.display(), "shoald ready");
 

@@ -44,6 +44,9 @@ struct Membership {
     cluster_id: String,
     advertise_addr: String,
     listen_addr: String,
+    /// Hex SHA-256 of the root that signed this node's certificate.
+    #[serde(default)]
+    cert_root: String,
 }
 
 fn yes() -> bool {
@@ -60,13 +63,17 @@ struct Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.stop_tasks();
     }
 }
 
 impl Active {
+    fn stop_tasks(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
     fn r(&self) -> Result<&Replica, Status> {
         self.replica.as_ref().ok_or_else(|| {
             Status::failed_precondition(
@@ -79,22 +86,114 @@ impl Active {
 pub struct SwarmApi {
     dir: PathBuf,
     active: Mutex<Option<Arc<Active>>>,
+    /// The agent's new credentials (renewed, new role, new roots): applied by restarting
+    /// this node's part in the swarm with them.
+    renewals: tokio::sync::mpsc::UnboundedSender<Renewal>,
+}
+
+/// New credentials the agent obtained from the managers.
+struct Renewal {
+    node_id: String,
+    role: NodeRole,
+    raft_id: u64,
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    cert_root: String,
 }
 
 impl SwarmApi {
     /// Rejoin the swarm this node was part of before the daemon restarted, if any.
-    pub async fn open(data_root: &Path) -> anyhow::Result<SwarmApi> {
-        let api = SwarmApi {
+    pub async fn open(data_root: &Path) -> anyhow::Result<Arc<SwarmApi>> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let api = Arc::new(SwarmApi {
             dir: data_root.join("swarm"),
             active: Mutex::new(None),
-        };
+            renewals: tx,
+        });
         let state = api.dir.join("state.json");
         if state.exists() {
             let m: Membership = serde_json::from_slice(&std::fs::read(&state)?)?;
             let active = api.start(m).await?;
             *api.active.lock().await = Some(Arc::new(active));
         }
+        let weak = Arc::downgrade(&api);
+        tokio::spawn(async move {
+            while let Some(r) = rx.recv().await {
+                let Some(api) = weak.upgrade() else { return };
+                if let Err(e) = api.apply(r).await {
+                    tracing::error!(error = %format!("{e:#}"), "applying new credentials failed");
+                }
+            }
+        });
         Ok(api)
+    }
+
+    /// Restart this node's part in the swarm with the credentials the agent obtained: a
+    /// promoted worker becomes a manager and joins the voters; a demoted manager stops its
+    /// replica and deletes it (it held the CA key); a renewed node just uses the new files.
+    async fn apply(&self, r: Renewal) -> anyhow::Result<()> {
+        let mut active = self.active.lock().await;
+        let Some(old) = active.clone() else {
+            return Ok(());
+        };
+        if old.m.node_id != r.node_id {
+            return Ok(());
+        }
+        let was_manager = old.m.manager;
+        let mut m = old.m.clone();
+        m.manager = r.role == NodeRole::Manager;
+        if r.raft_id != 0 {
+            m.raft_id = r.raft_id;
+        }
+        m.cert_root = r.cert_root.clone();
+        old.stop_tasks();
+        if let Some(rep) = &old.replica {
+            rep.shutdown().await;
+        }
+        *active = None;
+        drop(old);
+        let certs = self.dir.join("certs");
+        write_private(&certs, "ca.pem", &r.ca_pem)?;
+        write_private(&certs, "node.pem", &r.cert_pem)?;
+        write_private(&certs, "node.key", &r.key_pem)?;
+        write_private(&self.dir, "state.json", &serde_json::to_string_pretty(&m)?)?;
+        if was_manager && !m.manager {
+            let _ = std::fs::remove_dir_all(self.dir.join("raft"));
+            tracing::info!(node_id = %m.node_id, "demoted: this node is a worker now");
+        }
+        let a = self.start(m.clone()).await?;
+        if m.manager && !was_manager {
+            tracing::info!(node_id = %m.node_id, "promoted: joining the managers");
+            let creds = (r.ca_pem.as_str(), r.cert_pem.as_str(), r.key_pem.as_str());
+            let mut joined = false;
+            'tries: for _ in 0..20 {
+                for addr in m.managers.iter().filter(|a| **a != m.advertise_addr) {
+                    match shoal_manager::join::join_raft_as(
+                        addr,
+                        creds,
+                        m.raft_id,
+                        &m.advertise_addr,
+                    )
+                    .await
+                    {
+                        Ok(()) => {
+                            joined = true;
+                            break 'tries;
+                        }
+                        Err(e) => {
+                            tracing::debug!(manager = %addr, error = %e, "joining the voters")
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if !joined {
+                tracing::warn!("could not join the voters yet: the leader will be asked again at the next restart");
+            }
+        }
+        *active = Some(Arc::new(a));
+        Ok(())
     }
 
     pub fn service(self: Arc<Self>) -> SwarmServer<Handle> {
@@ -106,13 +205,15 @@ impl SwarmApi {
         let certs = self.dir.join("certs");
         let read = |f: &str| std::fs::read_to_string(certs.join(f));
         let (ca, cert, key) = (read("ca.pem")?, read("node.pem")?, read("node.key")?);
-        let agent = tokio::spawn(agent(
-            m.node_id.clone(),
-            m.managers.clone(),
-            ca.clone(),
-            cert.clone(),
-            key.clone(),
-        ));
+        let agent = tokio::spawn(agent(Agent {
+            node_id: m.node_id.clone(),
+            managers: m.managers.clone(),
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            cert_root: m.cert_root.clone(),
+            renewals: self.renewals.clone(),
+        }));
         if !m.manager {
             tracing::info!(node_id = %m.node_id, "swarm worker up");
             return Ok(Active {
@@ -133,9 +234,7 @@ impl SwarmApi {
             security: Some(security),
             ..Default::default()
         };
-        let listener = tokio::net::TcpListener::bind(&m.listen_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("listen on {} for the swarm: {e}", m.listen_addr))?;
+        let listener = listen(&m.listen_addr).await?;
         // The store holds the CA key: root only.
         let raft_dir = self.dir.join("raft");
         {
@@ -146,7 +245,20 @@ impl SwarmApi {
                 .create(&raft_dir)?;
             std::fs::set_permissions(&raft_dir, std::fs::Permissions::from_mode(0o700))?;
         }
-        let replica = Replica::open(m.raft_id, &raft_dir, &cfg).await?;
+        // After a restart in place (renewal, role change) the previous replica's handles on
+        // the database may take a moment to go.
+        let mut tries = 0;
+        let replica = loop {
+            match Replica::open(m.raft_id, &raft_dir, &cfg).await {
+                Ok(r) => break r,
+                Err(e) if tries < 100 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "store busy; retrying");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let _ = removed.set(replica.state().clone());
         let liveness = Arc::new(shoal_manager::dispatcher::Liveness::default());
         let node_ca = shoal_manager::node_ca::service_with(
@@ -169,12 +281,15 @@ impl SwarmApi {
 
     async fn init(&self, req: SwarmInitRequest) -> Result<SwarmInitResponse, Status> {
         let mut active = self.active.lock().await;
-        if active.is_some() {
+        if active.is_some() && !req.force_new_cluster {
             return Err(Status::already_exists(
                 "this node is already part of a swarm: use \"shoal swarm leave\" to leave it and join another one",
             ));
         }
         if req.force_new_cluster {
+            if active.is_some() {
+                return self.force_new_cluster(&mut active, &req).await;
+            }
             return Err(Status::failed_precondition(
                 "--force-new-cluster recovers a swarm this node managed; this node is in no swarm: use \"shoal swarm init\" without it",
             ));
@@ -221,16 +336,18 @@ impl SwarmApi {
             n => n as u64,
         };
 
+        let cluster_id = random_id();
+        let ca = RootCa::generate(&cluster_id).map_err(internal)?;
         let m = Membership {
             managers: vec![advertise.to_string()],
             manager: true,
             node_id: random_id(),
             raft_id: random_raft_id(),
-            cluster_id: random_id(),
+            cluster_id,
             advertise_addr: advertise.to_string(),
             listen_addr: listen.to_string(),
+            cert_root: shoal_manager::hex(&ca.fingerprint()),
         };
-        let ca = RootCa::generate(&m.cluster_id).map_err(internal)?;
         let key = NodeKey::generate().map_err(internal)?;
         let cert = ca
             .issue(
@@ -255,6 +372,8 @@ impl SwarmApi {
                 updated_at: now.clone(),
                 ca_cert_pem: ca.cert_pem().into(),
                 ca_key_pem: ca.key_pem().unwrap_or_default(),
+                previous_ca_pems: Vec::new(),
+                cross_signed_pem: String::new(),
                 worker_secret: JoinToken::generate(ca.fingerprint())?.secret,
                 manager_secret: JoinToken::generate(ca.fingerprint())?.secret,
                 heartbeat_period_secs: heartbeat.as_secs(),
@@ -289,6 +408,100 @@ impl SwarmApi {
                 Err(Status::internal(format!("swarm init failed: {e:#}")))
             }
         }
+    }
+
+    /// `swarm init --force-new-cluster`: this manager's store becomes a one-manager swarm
+    /// with everything it holds (nodes, settings, CA, tokens); the other managers are
+    /// demoted in it, so when they come back they turn into workers by themselves.
+    async fn force_new_cluster(
+        &self,
+        active: &mut Option<Arc<Active>>,
+        req: &SwarmInitRequest,
+    ) -> Result<SwarmInitResponse, Status> {
+        let Some(a) = active.clone() else {
+            return Err(Status::failed_precondition("this node is in no swarm"));
+        };
+        let Some(old) = a.replica.clone() else {
+            return Err(Status::failed_precondition(
+                "this node is a worker: only a manager holds the swarm's state; run --force-new-cluster on a manager",
+            ));
+        };
+        let mut m = a.m.clone();
+        if !req.listen_addr.is_empty() {
+            m.listen_addr = parse_listen(&req.listen_addr)?.to_string();
+        }
+        if !req.advertise_addr.is_empty() {
+            m.advertise_addr =
+                advertise_addr(&req.advertise_addr, parse_listen(&m.listen_addr)?)?.to_string();
+        }
+        m.managers = vec![m.advertise_addr.clone()];
+        a.stop_tasks();
+        old.shutdown().await;
+        drop(old);
+        *active = None;
+        drop(a);
+        let raft_dir = self.dir.join("raft");
+        let mut tries = 0;
+        loop {
+            match shoal_store::force_new_cluster(&raft_dir, m.raft_id, &m.advertise_addr).await {
+                Ok(()) => break,
+                Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    // Put the node back as it was.
+                    if let Ok(a) = self.start(m.clone()).await {
+                        *active = Some(Arc::new(a));
+                    }
+                    return Err(Status::failed_precondition(format!(
+                        "--force-new-cluster: {e}"
+                    )));
+                }
+            }
+        }
+        write_private(
+            &self.dir,
+            "state.json",
+            &serde_json::to_string_pretty(&m).map_err(internal)?,
+        )
+        .map_err(internal)?;
+        let a = self.start(m.clone()).await.map_err(internal)?;
+        let r = a.r()?.clone();
+        *active = Some(Arc::new(a));
+        r.read_barrier().await.map_err(unavailable)?;
+        // The other managers are gone from the voters: make them workers in the store too.
+        for n in r.state().list_obj::<Node>().map_err(internal)? {
+            if n.object.role == NodeRole::Manager && n.object.id != m.node_id {
+                let mut o = n.object.clone();
+                o.role = NodeRole::Worker;
+                o.updated_at = now();
+                if let Err(e) = r
+                    .write(vec![update(&o, n.version).map_err(internal)?])
+                    .await
+                {
+                    tracing::warn!(node_id = %o.id, error = %e, "demoting a lost manager");
+                }
+            }
+            if n.object.id == m.node_id && n.object.addr != m.advertise_addr {
+                let mut o = n.object.clone();
+                o.addr = m.advertise_addr.clone();
+                let _ = r
+                    .write(vec![update(&o, n.version).map_err(internal)?])
+                    .await;
+            }
+        }
+        let cluster = r
+            .state()
+            .get_obj::<Cluster>(Cluster::KEY)
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("the swarm has no cluster object"))?;
+        tracing::warn!(node_id = %m.node_id, "forced a new cluster: this node is the only manager");
+        Ok(SwarmInitResponse {
+            node_id: m.node_id.clone(),
+            worker_token: token_for(&cluster.object, false).map_err(internal)?,
+            advertise_addr: m.advertise_addr,
+        })
     }
 
     async fn join(&self, req: SwarmJoinRequest) -> Result<SwarmJoinResponse, Status> {
@@ -336,6 +549,7 @@ impl SwarmApi {
                 cluster_id: String::new(),
                 advertise_addr: advertise.to_string(),
                 listen_addr: listen.to_string(),
+                cert_root: String::new(),
             },
             NodeRole::Worker,
             "",
@@ -371,6 +585,9 @@ impl SwarmApi {
             cluster_id: joined.cluster_id.clone(),
             advertise_addr: advertise.to_string(),
             listen_addr: listen.to_string(),
+            cert_root: RootCa::from_pem(&joined.ca_pem, None)
+                .map(|r| shoal_manager::hex(&r.fingerprint()))
+                .unwrap_or_default(),
         };
         let made = async {
             let certs = self.dir.join("certs");
@@ -580,11 +797,34 @@ impl SwarmApi {
                 )))
             }
         };
+        let role = match req.role.as_str() {
+            "" => None,
+            "manager" => Some(NodeRole::Manager),
+            "worker" => Some(NodeRole::Worker),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "invalid role {other:?}: use manager or worker"
+                )))
+            }
+        };
         let a = self.active().await?;
+        if role == Some(NodeRole::Worker) {
+            a.r()?.read_barrier().await.map_err(unavailable)?;
+            let n = Self::find_node(&a, &req.id)?;
+            if n.object.role == NodeRole::Manager {
+                Self::leave_voters(&a, &n.object, req.force).await?;
+            }
+        }
         // Optimistic concurrency: re-read and retry if someone else changed the node meanwhile.
         for _ in 0..5 {
             a.r()?.read_barrier().await.map_err(unavailable)?;
             let mut n = Self::find_node(&a, &req.id)?;
+            if let Some(role) = role {
+                if role != n.object.role {
+                    tracing::info!(node_id = %n.object.id, role = role.as_str(), "node role changed");
+                }
+                n.object.role = role;
+            }
             for k in &req.label_rm {
                 if n.object.labels.remove(k).is_none() {
                     return Err(Status::not_found(format!(
@@ -618,6 +858,44 @@ impl SwarmApi {
         Err(Status::aborted(
             "the node kept changing under this update: try again",
         ))
+    }
+
+    /// Demoting `n`: take it out of the voters first, refusing (unless `force`) when that
+    /// leaves no manager, or leaves fewer reachable managers than the new quorum.
+    async fn leave_voters(a: &Active, n: &Node, force: bool) -> Result<(), Status> {
+        let r = a.r()?;
+        let voters = r.voters();
+        if !voters.iter().any(|(id, _)| *id == n.raft_id) {
+            return Ok(());
+        }
+        if voters.len() <= 1 {
+            return Err(Status::failed_precondition(format!(
+                "node {} is the swarm's last manager: a swarm needs one; promote another node first",
+                n.id
+            )));
+        }
+        let nodes = r.state().list_obj::<Node>().map_err(internal)?;
+        let leader = r.leader().map(|(id, _)| id);
+        let remaining = voters.len() - 1;
+        let quorum = remaining / 2 + 1;
+        let reachable = voters
+            .iter()
+            .filter(|(id, _)| *id != n.raft_id)
+            .filter(|(id, _)| {
+                Some(*id) == leader
+                    || nodes
+                        .iter()
+                        .any(|m| m.object.raft_id == *id && m.object.state == NodeState::Ready)
+            })
+            .count();
+        if reachable < quorum && !force {
+            return Err(Status::failed_precondition(format!(
+                "demoting node {} leaves {remaining} managers of which only {reachable} are reachable, fewer than the {quorum} a quorum needs: bring the others back first, or use --force",
+                n.id
+            )));
+        }
+        r.remove_voter(n.raft_id).await.map_err(store_status)?;
+        Ok(())
     }
 
     async fn update(&self, req: SwarmUpdateRequest) -> Result<SwarmInfo, Status> {
@@ -661,17 +939,61 @@ impl SwarmApi {
         ))
     }
 
+    /// `swarm ca`: the root, and how far a rotation got. `--rotate` makes a new root (same
+    /// cluster), cross-signed by the current one so nodes that have not renewed yet still
+    /// accept certificates from it; every node renews at its next heartbeat, and the leader
+    /// drops the old root once all have.
     async fn ca(&self, req: CaRequest) -> Result<CaResponse, Status> {
         let a = self.active().await?;
+        let mut c = Self::cluster(&a).await?;
         if req.rotate {
-            return Err(Status::unimplemented(
-                "rotating the root CA is not implemented yet: the current root stays in use",
-            ));
+            if !c.object.previous_ca_pems.is_empty() {
+                let (done, total) = Self::rotation_progress(&a, &c.object)?;
+                return Err(Status::failed_precondition(format!(
+                    "a root rotation is already in progress ({done} of {total} nodes renewed): wait for it to finish; a node that stays down holds it up until it is removed with \"shoal node rm\""
+                )));
+            }
+            let old = RootCa::from_pem(&c.object.ca_cert_pem, Some(&c.object.ca_key_pem))
+                .map_err(internal)?;
+            let next = RootCa::generate(&c.object.id).map_err(internal)?;
+            let cross = old.cross_sign(&next, &c.object.id).map_err(internal)?;
+            let mut cluster = c.object.clone();
+            cluster.previous_ca_pems = vec![cluster.ca_cert_pem.clone()];
+            cluster.ca_cert_pem = next.cert_pem().into();
+            cluster.ca_key_pem = next.key_pem().unwrap_or_default();
+            cluster.cross_signed_pem = cross;
+            cluster.updated_at = now();
+            let version = a
+                .r()?
+                .write(vec![update(&cluster, c.version).map_err(internal)?])
+                .await
+                .map_err(store_status)?;
+            tracing::info!(
+                fingerprint = %shoal_manager::hex(&next.fingerprint()),
+                "root CA rotation started"
+            );
+            c.object = cluster;
+            c.version = version;
         }
-        let c = Self::cluster(&a).await?;
+        let (done, total) = Self::rotation_progress(&a, &c.object)?;
         Ok(CaResponse {
-            cert_pem: c.object.ca_cert_pem,
+            cert_pem: c.object.ca_cert_pem.clone(),
+            nodes_rotated: done,
+            nodes_total: total,
+            rotating: !c.object.previous_ca_pems.is_empty(),
         })
+    }
+
+    /// Nodes whose certificate is from the current root, and all nodes.
+    fn rotation_progress(a: &Active, c: &Cluster) -> Result<(u32, u32), Status> {
+        let fp = shoal_manager::hex(
+            &RootCa::from_pem(&c.ca_cert_pem, None)
+                .map_err(internal)?
+                .fingerprint(),
+        );
+        let nodes = a.r()?.state().list_obj::<Node>().map_err(internal)?;
+        let done = nodes.iter().filter(|n| n.object.cert_root == fp).count();
+        Ok((done as u32, nodes.len() as u32))
     }
 
     /// `node rm`: docker's rules (not a manager, not ready unless --force); the node's
@@ -790,53 +1112,201 @@ fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
     }
 }
 
+/// What the agent needs: who it is, whom to talk to, its credentials, and where to hand
+/// new credentials.
+struct Agent {
+    node_id: String,
+    managers: Vec<String>,
+    ca: String,
+    cert: String,
+    key: String,
+    cert_root: String,
+    renewals: tokio::sync::mpsc::UnboundedSender<Renewal>,
+}
+
+type NodeCaClient = shoal_api::v1::node_ca_client::NodeCaClient<tonic::transport::Channel>;
+
+/// Why the agent asks for a new certificate (or only new roots).
+#[derive(Debug, PartialEq)]
+enum Renew {
+    /// The managers changed the node's role (promote, demote).
+    Role,
+    /// The cluster's root rotated.
+    Root,
+    /// The certificate reached its renewal point.
+    Expiry,
+    /// Only the set of trusted roots changed (a rotation completed).
+    Trust,
+}
+
 /// The node's agent: a heartbeat to a manager each period, moving on to the next manager
-/// when one does not answer; the managers' answers refresh the period and the list.
-async fn agent(node_id: String, mut managers: Vec<String>, ca: String, cert: String, key: String) {
+/// when one does not answer; the managers' answers refresh the period and the list, and say
+/// when the node's certificate must change (role, root, expiry).
+async fn agent(mut ag: Agent) {
     let mut period = Duration::from_secs(5);
     let mut next = 0usize;
-    // The connection to the manager last heard from, kept across heartbeats.
-    let mut conn: Option<(
-        String,
-        shoal_api::v1::node_ca_client::NodeCaClient<tonic::transport::Channel>,
-    )> = None;
-    loop {
-        if managers.is_empty() {
-            tracing::warn!(node_id = %node_id, "no manager to send heartbeats to");
+    let id = shoal_manager::ca::pem_der(&ag.cert, "CERTIFICATE")
+        .and_then(|der| shoal_manager::identity(&der));
+    let id = match id {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "this node's certificate is unreadable");
             return;
         }
-        let addr = managers[next % managers.len()].clone();
+    };
+    let renew_at = shoal_manager::renew_at(&id);
+    // The connection to the manager last heard from, kept across heartbeats.
+    let mut conn: Option<(String, NodeCaClient)> = None;
+    loop {
+        if ag.managers.is_empty() {
+            tracing::warn!(node_id = %ag.node_id, "no manager to send heartbeats to");
+            return;
+        }
+        let addr = ag.managers[next % ag.managers.len()].clone();
         let sent = async {
             let mut c = match conn.take() {
                 Some((a, c)) if a == addr => c,
-                _ => shoal_manager::join::client(&addr, &ca, &cert, &key).await?,
+                _ => shoal_manager::join::client(&addr, &ag.ca, &ag.cert, &ag.key).await?,
             };
-            let r = c
-                .heartbeat(shoal_api::v1::HeartbeatRequest::default())
-                .await
-                .map_err(|s| shoal_manager::Error::Other(s.message().to_string()))?;
+            // A manager that hangs (not dead, not answering) counts as failed after a period.
+            let r = tokio::time::timeout(
+                period.max(Duration::from_secs(1)),
+                c.heartbeat(shoal_api::v1::HeartbeatRequest::default()),
+            )
+            .await
+            .map_err(|_| shoal_manager::Error::Other("no answer".into()))?
+            .map_err(|s| shoal_manager::Error::Other(s.message().to_string()))?;
             conn = Some((addr.clone(), c));
-            Ok::<_, shoal_manager::Error>(r)
+            Ok::<_, shoal_manager::Error>(r.into_inner())
         }
         .await;
-        match sent {
-            Ok(r) => {
-                let r = r.into_inner();
-                period = Duration::from_millis(r.period_ms.max(100));
-                if !r.manager_addrs.is_empty() {
-                    // Keep the manager that answered first.
-                    let mut list = vec![addr.clone()];
-                    list.extend(r.manager_addrs.into_iter().filter(|a| *a != addr));
-                    managers = list;
-                    next = 0;
-                }
-                tokio::time::sleep(period).await;
-            }
+        let r = match sent {
+            Ok(r) => r,
             Err(e) => {
                 tracing::debug!(manager = %addr, error = %e, "heartbeat failed; trying the next manager");
                 next += 1;
                 tokio::time::sleep((period / 5).max(Duration::from_millis(200))).await;
+                continue;
             }
+        };
+        period = Duration::from_millis(r.period_ms.max(100));
+        if !r.manager_addrs.is_empty() {
+            // Keep the manager that answered first.
+            let mut list = vec![addr.clone()];
+            list.extend(r.manager_addrs.iter().filter(|a| **a != addr).cloned());
+            ag.managers = list;
+            next = 0;
+        }
+        let role = match id.role {
+            shoal_manager::Role::Manager => "manager",
+            shoal_manager::Role::Worker => "worker",
+        };
+        let why = if !r.role.is_empty() && r.role != role {
+            Some(Renew::Role)
+        } else if !r.root_fingerprint.is_empty()
+            && !ag.cert_root.is_empty()
+            && r.root_fingerprint != ag.cert_root
+        {
+            Some(Renew::Root)
+        } else if std::time::SystemTime::now() >= renew_at {
+            Some(Renew::Expiry)
+        } else if !r.ca_pem.is_empty() && r.ca_pem.trim() != ag.ca.trim() {
+            Some(Renew::Trust)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            if why == Renew::Root || why == Renew::Trust {
+                // Every node hears of a rotation at once: spread the restarts over a period
+                // so the managers do not all restart together.
+                tokio::time::sleep(period.mul_f64(jitter())).await;
+            }
+            let Some((_, c)) = conn.as_mut() else {
+                continue;
+            };
+            match renew(&ag, c, &r, &why).await {
+                Ok(renewal) => {
+                    tracing::info!(node_id = %ag.node_id, reason = ?why, "new credentials from the managers");
+                    let _ = ag.renewals.send(renewal);
+                    // The node restarts its part in the swarm, with a new agent.
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(node_id = %ag.node_id, reason = ?why, error = %e, "renewing the certificate failed (retrying)")
+                }
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// New credentials for `why`: a new key and certificate, or (for [`Renew::Trust`]) only the
+/// new set of roots.
+async fn renew(
+    ag: &Agent,
+    c: &mut NodeCaClient,
+    r: &shoal_api::v1::HeartbeatResponse,
+    why: &Renew,
+) -> anyhow::Result<Renewal> {
+    let role_of = |s: &str| {
+        if s == "manager" {
+            NodeRole::Manager
+        } else {
+            NodeRole::Worker
+        }
+    };
+    if *why == Renew::Trust {
+        return Ok(Renewal {
+            node_id: ag.node_id.clone(),
+            role: role_of(&r.role),
+            raft_id: 0,
+            ca_pem: r.ca_pem.clone(),
+            cert_pem: ag.cert.clone(),
+            key_pem: ag.key.clone(),
+            cert_root: ag.cert_root.clone(),
+        });
+    }
+    let key = NodeKey::generate()?;
+    let got = c
+        .renew_certificate(shoal_api::v1::RenewCertificateRequest {
+            csr_pem: key.csr_pem,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", s.message()))?
+        .into_inner();
+    let cert_root =
+        RootCa::from_pem(&got.ca_pem, None).map(|root| shoal_manager::hex(&root.fingerprint()))?;
+    Ok(Renewal {
+        node_id: ag.node_id.clone(),
+        role: role_of(&got.role),
+        raft_id: got.raft_id,
+        ca_pem: got.ca_pem,
+        cert_pem: got.cert_pem,
+        key_pem: key.key_pem,
+        cert_root,
+    })
+}
+
+/// A random fraction in [0, 1).
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let h = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (h >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Listen on the swarm port; a restart may find the previous listener not closed yet.
+async fn listen(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let mut tries = 0;
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 40 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(anyhow::anyhow!("listen on {addr} for the swarm: {e}")),
         }
     }
 }
@@ -868,6 +1338,7 @@ fn this_node(m: &Membership, role: NodeRole, now: &str) -> Node {
         nano_cpus: std::thread::available_parallelism().map_or(0, |n| n.get() as i64)
             * 1_000_000_000,
         memory_bytes: (pages.max(0) as i64) * (page.max(0) as i64),
+        cert_root: m.cert_root.clone(),
     }
 }
 

@@ -116,12 +116,19 @@ pub async fn info(host: &str) -> Result<i32> {
     println!(" Storage Driver: overlay");
     println!(" Cgroup Version: {}", v.cgroup_version);
     println!(" Docker Root Dir: {}", v.data_root);
-    let s = crate::client::connect_swarm(host)
+    let s = match crate::client::connect_swarm(host)
         .await?
         .inspect(SwarmInspectRequest {})
         .await
-        .map_err(err)?
-        .into_inner();
+    {
+        Ok(s) => s.into_inner(),
+        // Like docker: the rest of the report stands; the swarm part says what is wrong
+        // (a manager without quorum, for instance).
+        Err(e) => {
+            println!(" Swarm: error\n  Error: {}", err(e));
+            return Ok(0);
+        }
+    };
     println!(" Swarm: {}", s.local_node_state);
     if s.local_node_state == "active" {
         println!("  NodeID: {}", s.node_id);

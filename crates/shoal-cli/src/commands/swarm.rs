@@ -54,9 +54,16 @@ pub struct UpdateArgs {
 
 #[derive(Args)]
 pub struct CaArgs {
-    /// Replace the root CA (not implemented yet).
+    /// Replace the root CA: every node gets a certificate from the new root, then the old
+    /// one is no longer trusted.
     #[arg(long)]
     rotate: bool,
+    /// With --rotate: return at once instead of waiting for every node to renew.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Print only the certificate, no progress.
+    #[arg(short = 'q', long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -139,6 +146,19 @@ pub enum NodeCommand {
     Update(NodeUpdateArgs),
     /// Remove nodes from the swarm (their certificates stop working).
     Rm(NodeRmArgs),
+    /// Make workers managers.
+    Promote(NodeRoleArgs),
+    /// Make managers workers (refused when it would break the managers' quorum).
+    Demote(NodeRoleArgs),
+}
+
+#[derive(Args)]
+pub struct NodeRoleArgs {
+    /// Demote even when the remaining managers may not make a quorum.
+    #[arg(short = 'f', long)]
+    force: bool,
+    #[arg(required = true)]
+    nodes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -161,6 +181,9 @@ pub struct NodeUpdateArgs {
     /// Remove a label (repeatable).
     #[arg(long = "label-rm")]
     label_rm: Vec<String>,
+    /// manager or worker.
+    #[arg(long)]
+    role: Option<String>,
     node: String,
 }
 
@@ -265,11 +288,36 @@ pub async fn swarm(host: &str, c: SwarmCommand) -> Result<i32> {
             println!("Swarm updated.");
         }
         SwarmCommand::Ca(a) => {
-            let r = client
+            let mut r = client
                 .ca(CaRequest { rotate: a.rotate })
                 .await
                 .map_err(err)?
                 .into_inner();
+            if a.rotate && !a.detach {
+                // Wait for every node to renew, as docker does.
+                let mut shown = None;
+                while r.rotating {
+                    if !a.quiet && shown != Some(r.nodes_rotated) {
+                        eprintln!(
+                            "rotated TLS certificates:  {}/{} nodes",
+                            r.nodes_rotated, r.nodes_total
+                        );
+                        shown = Some(r.nodes_rotated);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    r = client
+                        .ca(CaRequest { rotate: false })
+                        .await
+                        .map_err(err)?
+                        .into_inner();
+                }
+                if !a.quiet {
+                    eprintln!(
+                        "rotated TLS certificates:  {}/{} nodes\nrotated CA certificates:   done",
+                        r.nodes_total, r.nodes_total
+                    );
+                }
+            }
             print!("{}", r.cert_pem);
         }
         SwarmCommand::Leave(a) => {
@@ -319,6 +367,11 @@ pub async fn swarm(host: &str, c: SwarmCommand) -> Result<i32> {
 
 pub async fn node(host: &str, c: NodeCommand) -> Result<i32> {
     let mut client = connect_swarm(host).await?;
+    let cmd_role = match &c {
+        NodeCommand::Promote(_) => Some("manager"),
+        NodeCommand::Demote(_) => Some("worker"),
+        _ => None,
+    };
     match c {
         NodeCommand::Ls(a) => {
             let json = match a.format.as_deref() {
@@ -401,8 +454,12 @@ pub async fn node(host: &str, c: NodeCommand) -> Result<i32> {
                 }
                 label_add.insert(k.to_string(), v.to_string());
             }
-            if a.availability.is_none() && a.label_add.is_empty() && a.label_rm.is_empty() {
-                bail!("nothing to update: give --availability, --label-add or --label-rm");
+            if a.availability.is_none()
+                && a.label_add.is_empty()
+                && a.label_rm.is_empty()
+                && a.role.is_none()
+            {
+                bail!("nothing to update: give --availability, --label-add, --label-rm or --role");
             }
             let n = client
                 .update_node(UpdateNodeRequest {
@@ -410,11 +467,42 @@ pub async fn node(host: &str, c: NodeCommand) -> Result<i32> {
                     availability: a.availability.unwrap_or_default(),
                     label_add,
                     label_rm: a.label_rm,
+                    role: a.role.unwrap_or_default(),
+                    force: false,
                 })
                 .await
                 .map_err(err)?
                 .into_inner();
             println!("{}", n.id);
+        }
+        NodeCommand::Promote(a) | NodeCommand::Demote(a) => {
+            let (role, done) = if matches!(cmd_role, Some("manager")) {
+                ("manager", "promoted to a manager in the swarm")
+            } else {
+                ("worker", "demoted in the swarm")
+            };
+            let mut failed = false;
+            for n in &a.nodes {
+                match client
+                    .update_node(UpdateNodeRequest {
+                        id: n.clone(),
+                        role: role.into(),
+                        force: a.force,
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    Ok(_) if role == "manager" => println!("Node {n} {done}."),
+                    Ok(_) => println!("Manager {n} {done}."),
+                    Err(s) => {
+                        eprintln!("shoal: {}", err(s));
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(1);
+            }
         }
         NodeCommand::Inspect(a) => {
             let mut out = Vec::new();
