@@ -20,21 +20,9 @@ find_shoal_binaries
 
 T=$(mktemp -d /tmp/shoal-fbench.XXXXXX)
 P=sbf$$
-declare -a PIDS=("" "" "")
+PIDS=("" "" "")
 record_host_paths
-
-cleanup() {
-    local rc=$? i
-    trap - EXIT INT TERM
-    set +e
-    log "cleaning up $T"
-    for i in 0 1 2; do [[ -n ${PIDS[$i]} ]] && stop_pid "${PIDS[$i]}" 10; done
-    remove_t "$CGROUP_PARENT"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap_cleanup
 
 sh_() { local i=$1; shift; "$BIN/shoal" -H "unix://$T/m$i/s.sock" "$@"; }
 
@@ -49,17 +37,7 @@ start() { # i: start manager i's daemon in its namespace
 }
 
 # The LAN: a bridge in manager 0's namespace, the others wired to it.
-for i in 0 1 2; do make_netns "$P-$i"; done
-ip -n "$P-0" link add lan0 type bridge
-ip -n "$P-0" addr add 198.51.100.1/24 dev lan0
-ip -n "$P-0" link set lan0 up
-for i in 1 2; do
-    ip -n "$P-0" link add "lanp$i" type veth peer name lan0 netns "$P-$i"
-    ip -n "$P-0" link set "lanp$i" master lan0
-    ip -n "$P-0" link set "lanp$i" up
-    ip -n "$P-$i" addr add "198.51.100.$((i + 1))/24" dev lan0
-    ip -n "$P-$i" link set lan0 up
-done
+make_lan "$P" 0=198.51.100.1 1=198.51.100.2 2=198.51.100.3
 
 for i in 0 1 2; do start "$i"; done
 sh_ 0 swarm init --advertise-addr 198.51.100.1 >/dev/null

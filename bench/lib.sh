@@ -205,3 +205,45 @@ start_shoald() {
         { cat "$T/shoald.log" >&2; die "shoald did not come up"; }
     "$BIN/shoal" "${SH[@]}" image load -i "$T/busybox.tar" >/dev/null
 }
+
+# For scripts that run several daemons (PIDS, an array of their pids, "" when stopped):
+# on exit, stop them and remove_t CGROUP_PARENT.
+PIDS=()
+stop_all_and_remove_t() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    set +e
+    log "cleaning up $T"
+    for pid in "${PIDS[@]}"; do [[ -n $pid ]] && stop_pid "$pid" 10; done
+    remove_t "$CGROUP_PARENT"
+    exit "$rc"
+}
+trap_cleanup() {
+    trap stop_all_and_remove_t EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# A test LAN of network namespaces: make_lan PREFIX NAME=IP...: namespace PREFIX-NAME for
+# each, a bridge (lan0) in the first one, which holds its IP on the bridge, and the others
+# wired to it by veth pairs (their end also called lan0).
+make_lan() {
+    local prefix=$1 hub="" spec name ip
+    shift
+    for spec in "$@"; do
+        name=${spec%%=*} ip=${spec#*=}
+        make_netns "$prefix-$name"
+        if [[ -z $hub ]]; then
+            hub=$prefix-$name
+            ip -n "$hub" link add lan0 type bridge
+            ip -n "$hub" addr add "$ip/24" dev lan0
+            ip -n "$hub" link set lan0 up
+            continue
+        fi
+        ip -n "$hub" link add "lanp$name" type veth peer name lan0 netns "$prefix-$name"
+        ip -n "$hub" link set "lanp$name" master lan0
+        ip -n "$hub" link set "lanp$name" up
+        ip -n "$prefix-$name" addr add "$ip/24" dev lan0
+        ip -n "$prefix-$name" link set lan0 up
+    done
+}

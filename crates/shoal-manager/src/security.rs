@@ -29,12 +29,27 @@ pub fn managers_only_unless_removed(
     removed: Arc<OnceLock<StateMachine>>,
 ) -> Arc<shoal_store::Security> {
     let cluster = cluster_id.to_string();
+    // Every Raft call is authorised; a peer's certificate is parsed once, not per call.
+    let parsed: std::sync::Mutex<std::collections::HashMap<Vec<u8>, crate::Identity>> =
+        Default::default();
     Arc::new(shoal_store::Security {
         ca_pem: ca_pem.into(),
         cert_pem: cert_pem.into(),
         key_pem: key_pem.into(),
         authorize: Box::new(move |der| {
-            let id = identity(der).map_err(|e| e.to_string())?;
+            let cached = parsed.lock().expect("identity cache").get(der).cloned();
+            let id = match cached {
+                Some(id) => id,
+                None => {
+                    let id = identity(der).map_err(|e| e.to_string())?;
+                    let mut cache = parsed.lock().expect("identity cache");
+                    if cache.len() >= 1024 {
+                        cache.clear();
+                    }
+                    cache.insert(der.to_vec(), id.clone());
+                    id
+                }
+            };
             if id.cluster_id != cluster {
                 return Err(format!(
                     "node {} belongs to another swarm ({})",

@@ -1,8 +1,8 @@
 //! The Raft log, vote and commit index in sled.
 //!
 //! Durability: openraft is told an entry or a vote is persisted only after sled has flushed it
-//! to disk (`flush_async`), never on the strength of sled's background flush, which runs every
-//! 500 ms and would let a crash lose acknowledged writes.
+//! and the file is `fdatasync`ed ([`crate::Disk::flush`]), never on the strength of sled's
+//! background flush, which runs every 500 ms and would let a crash lose acknowledged writes.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -23,18 +23,23 @@ const LAST_PURGED: &str = "last_purged";
 /// the vote, commit index and purge point beside them.
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
+    disk: crate::Disk,
     logs: sled::Tree,
     meta: sled::Tree,
 }
 
 impl LogStore {
-    pub fn new(db: &sled::Db) -> Result<LogStore, StorageError> {
-        Ok(LogStore {
-            db: db.clone(),
-            logs: db.open_tree("raft_log").map_err(read_err)?,
-            meta: db.open_tree("raft_meta").map_err(read_err)?,
-        })
+    pub fn new(disk: &crate::Disk) -> Result<LogStore, StorageError> {
+        let store = LogStore {
+            disk: disk.clone(),
+            logs: disk.db.open_tree("raft_log").map_err(read_err)?,
+            meta: disk.db.open_tree("raft_meta").map_err(read_err)?,
+        };
+        // Entries a purge had not removed yet when the process stopped.
+        if let Some(purged) = store.get_meta::<LogId>(LAST_PURGED)? {
+            store.remove_range(..=purged.index.to_be_bytes())?;
+        }
+        Ok(store)
     }
 
     fn get_meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StorageError> {
@@ -51,7 +56,7 @@ impl LogStore {
     }
 
     async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await.map(drop).map_err(write_err)
+        self.disk.flush().await.map_err(write_err)
     }
 
     fn remove_range(&self, range: impl RangeBounds<[u8; 8]>) -> Result<(), StorageError> {
@@ -112,7 +117,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(vote).map_err(vote_err)?;
         self.meta.insert(VOTE, bytes).map_err(vote_err)?;
-        self.db.flush_async().await.map(drop).map_err(vote_err)
+        self.disk.flush().await.map_err(vote_err)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -147,12 +152,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.logs.apply_batch(batch).map_err(write_err)?;
         // Readable now; persisted (and reported so) only once on disk.
-        let flushed = self
-            .db
-            .flush_async()
-            .await
-            .map(drop)
-            .map_err(std::io::Error::other);
+        let flushed = self.disk.flush().await;
         callback.log_io_completed(flushed);
         Ok(())
     }
@@ -166,7 +166,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point first: a crash between the two leaves extra entries, never a hole.
         self.put_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;
-        self.remove_range(..=log_id.index.to_be_bytes())
+        // Thousands of removals: on a blocking thread, so the Raft core (which waits for
+        // this) is back to its heartbeats at once. Nothing reads below the purge point, and
+        // whatever a crash leaves there is removed when the store opens.
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = me.remove_range(..=log_id.index.to_be_bytes()) {
+                tracing::warn!(error = %e, "removing purged log entries");
+            }
+        });
+        Ok(())
     }
 }
 

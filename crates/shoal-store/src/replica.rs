@@ -15,7 +15,7 @@ use shoal_api::v1::RaftPayload;
 use crate::error::{Error, Result};
 use crate::network::{client_for, decode, encode, Network, Security};
 use crate::sm::StateMachine;
-use crate::types::{NodeId, Op, Request, Response, TypeConfig};
+use crate::types::{NodeId, Op, Proposal, Request, Response, TypeConfig};
 
 /// Timing of a manager's Raft node.
 #[derive(Debug, Clone)]
@@ -57,9 +57,10 @@ enum VoterChange {
     Remove { id: NodeId },
 }
 
-/// What a follower's forwarded write gets back from the manager it thinks leads.
-#[derive(Serialize, Deserialize)]
-enum ProposeReply {
+/// What `Propose` (a follower's forwarded write, or any manager-certified client's) gets
+/// back from the manager it thinks leads (JSON in the payload).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ProposeReply {
     Done(Response),
     NotLeader,
 }
@@ -75,6 +76,68 @@ struct Inner {
         std::sync::Mutex<Option<(String, RaftTransportClient<tonic::transport::Channel>)>>,
     /// Set on shutdown: the server stops and closes its connections.
     stop: tokio::sync::watch::Sender<bool>,
+    /// Writes to this node's Raft, gathered into entries by [`batch_writes`].
+    proposals: tokio::sync::mpsc::UnboundedSender<(Request, Waiter)>,
+}
+
+/// What a write handed to this node's Raft came to.
+#[derive(Clone)]
+enum Proposed {
+    Done(Response),
+    /// This node does not lead; the leader, if it knows one.
+    NotLeader(Option<BasicNode>),
+    Failed(String),
+}
+
+type Waiter = tokio::sync::oneshot::Sender<Proposed>;
+
+/// The most requests one entry carries.
+const MAX_BATCH: usize = 1024;
+/// Entries handed to Raft and not yet applied, at most. openraft's leader writes and
+/// flushes each entry it is given before it takes the next, so writes that arrive meanwhile
+/// wait here and go together in the next entry: one fsync and one replication round for
+/// all of them (group commit), instead of one per write.
+const IN_FLIGHT: usize = 1;
+
+/// Gather concurrent writes into entries (see [`Proposal`]); runs until the replica goes.
+async fn batch_writes(
+    raft: Raft<TypeConfig>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<(Request, Waiter)>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let (requests, waiters): (Vec<Request>, Vec<Waiter>) = batch.into_iter().unzip();
+            match raft.client_write(Proposal { requests }).await {
+                Ok(r) => {
+                    for (w, response) in waiters.into_iter().zip(r.data) {
+                        let _ = w.send(Proposed::Done(response));
+                    }
+                }
+                Err(e) => {
+                    let out = match e.forward_to_leader() {
+                        Some(f) => Proposed::NotLeader(f.leader_node.clone()),
+                        None => Proposed::Failed(e.to_string()),
+                    };
+                    for w in waiters {
+                        let _ = w.send(out.clone());
+                    }
+                }
+            }
+            drop(slot);
+        });
+    }
 }
 
 /// A manager's replica of the store. Cheap to clone.
@@ -106,8 +169,11 @@ impl Replica {
         let raft = Raft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::Other(format!("start raft: {e}")))?;
+        let (proposals, queued) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(batch_writes(raft.clone(), queued));
         Ok(Replica {
             inner: Arc::new(Inner {
+                proposals,
                 id,
                 raft,
                 sm,
@@ -158,7 +224,9 @@ impl Replica {
     ) -> Result<tokio::task::JoinHandle<()>> {
         let svc = self.service();
         let mut stop = self.inner.stop.subscribe();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // No Nagle: a small Raft answer held back for the peer's delayed ACK costs 40 ms.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         let mut builder = tonic::transport::Server::builder();
         if let Some(sec) = &self.inner.security {
             // The chain includes the root, so a joining node can check it against the
@@ -282,16 +350,13 @@ impl Replica {
         let deadline = Instant::now() + self.inner.leader_wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let hint = match tokio::time::timeout(left, self.raft().client_write(req.clone())).await
-            {
+            let hint = match tokio::time::timeout(left, self.propose_here(req.clone())).await {
                 // This node leads but no majority confirms: the entry is in its log and may
                 // still commit if the others come back.
                 Err(_) => return Err(self.unconfirmed()),
-                Ok(Ok(r)) => return applied(r.data),
-                Ok(Err(e)) => match e.forward_to_leader() {
-                    Some(f) => f.leader_node.clone(),
-                    None => return Err(other(e)),
-                },
+                Ok(Proposed::Done(r)) => return applied(r),
+                Ok(Proposed::NotLeader(hint)) => hint,
+                Ok(Proposed::Failed(e)) => return Err(Error::Other(e)),
             };
             if let Some(node) = hint {
                 if let Ok(ProposeReply::Done(r)) = self.forward(&node.addr, &req, deadline).await {
@@ -303,6 +368,16 @@ impl Replica {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Hand `req` to this node's Raft (in the next entry) and wait for the outcome.
+    async fn propose_here(&self, req: Request) -> Proposed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.inner.proposals.send((req, tx)).is_err() {
+            return Proposed::Failed("this manager's store is shut down".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Proposed::Failed("this manager's store is shut down".into()))
     }
 
     /// Wait until this node's state machine has everything committed before the call: a
@@ -514,10 +589,10 @@ impl RaftTransport for Service {
         let replica = self.replica(&request)?;
         let req: Request = decode(request.get_ref())?;
         // Only the leader's own Raft: a forwarded write is never forwarded again.
-        let reply = match replica.raft().client_write(req).await {
-            Ok(r) => ProposeReply::Done(r.data),
-            Err(e) if e.forward_to_leader().is_some() => ProposeReply::NotLeader,
-            Err(e) => return Err(tonic::Status::internal(e.to_string())),
+        let reply = match replica.propose_here(req).await {
+            Proposed::Done(r) => ProposeReply::Done(r),
+            Proposed::NotLeader(_) => ProposeReply::NotLeader,
+            Proposed::Failed(e) => return Err(tonic::Status::internal(e)),
         };
         Ok(tonic::Response::new(encode(&reply)?))
     }

@@ -11,10 +11,10 @@
 //! `/` cannot appear in table or index names; ids and values are length-prefixed so any byte
 //! is fine in them.
 //!
-//! The state machine is not flushed after every apply: it shares the sled database with the
-//! log, whose entries are flushed before they count, and sled persists writes in order. A
-//! crash can lose the last applies but never the entries; openraft re-applies them from the
-//! saved commit index on start.
+//! The state machine is not flushed after every apply (it has its own database, flushed in
+//! the background and before a snapshot lets the log be purged): it only ever applies
+//! entries the log already flushed, so a crash can lose the last applies but never the
+//! entries, and openraft re-applies them from the saved commit index on start.
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
@@ -58,7 +58,7 @@ struct SnapshotData {
 }
 
 struct Shared {
-    db: sled::Db,
+    disk: crate::Disk,
     sm: sled::Tree,
     snaps: sled::Tree,
     /// Held for writing while an entry is applied and its change broadcast, for reading by
@@ -98,10 +98,11 @@ fn index_key(table: &str, ix: &IndexKey, id: &str) -> Vec<u8> {
 }
 
 impl StateMachine {
-    pub fn new(db: &sled::Db) -> Result<StateMachine, StorageError> {
+    pub fn new(disk: &crate::Disk) -> Result<StateMachine, StorageError> {
+        let db = &disk.db;
         Ok(StateMachine {
             shared: Arc::new(Shared {
-                db: db.clone(),
+                disk: disk.clone(),
                 sm: db.open_tree("sm").map_err(sm_read_err)?,
                 snaps: db.open_tree("snapshot").map_err(sm_read_err)?,
                 gate: RwLock::new(()),
@@ -190,58 +191,67 @@ impl StateMachine {
     fn apply_entry(
         &self,
         entry: Entry<TypeConfig>,
-    ) -> Result<(Response, Option<Change>), StorageError> {
+    ) -> Result<(Vec<Response>, Option<Change>), StorageError> {
         let mut batch = sled::Batch::default();
         batch.insert(
             APPLIED,
             serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
         );
         let index = entry.log_id.index;
-        let (response, change) = match entry.payload {
-            EntryPayload::Blank => (Response::Internal, None),
+        let (responses, change) = match entry.payload {
+            EntryPayload::Blank => (vec![Response::Internal], None),
             EntryPayload::Membership(m) => {
                 let stored = StoredMembership::new(Some(entry.log_id), m);
                 batch.insert(
                     MEMBERSHIP,
                     serde_json::to_vec(&stored).map_err(sm_write_err)?,
                 );
-                (Response::Internal, None)
+                (vec![Response::Internal], None)
             }
-            EntryPayload::Normal(req) => match self.plan(&req, index, &mut batch)? {
-                Ok(events) => (
-                    Response::Applied { version: index },
-                    Some(Change { index, events }),
-                ),
-                Err(why) => {
-                    // Nothing of the request; only the applied index moves.
-                    batch = sled::Batch::default();
-                    batch.insert(
-                        APPLIED,
-                        serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
-                    );
-                    (Response::Rejected(why), None)
+            EntryPayload::Normal(proposal) => {
+                // Each request on its own: a rejected one leaves no trace; an applied one is
+                // seen by those after it.
+                let mut applied = Overlay::default();
+                let mut responses = Vec::with_capacity(proposal.requests.len());
+                let mut events = Vec::new();
+                for req in &proposal.requests {
+                    match self.plan(req, index, &applied)? {
+                        Ok((mine, evs)) => {
+                            applied.absorb(mine);
+                            events.extend(evs);
+                            responses.push(Response::Applied { version: index });
+                        }
+                        Err(why) => responses.push(Response::Rejected(why)),
+                    }
                 }
-            },
+                for (k, v) in applied.writes {
+                    match v {
+                        Some(v) => batch.insert(k, v),
+                        None => batch.remove(k),
+                    }
+                }
+                let change = (!events.is_empty()).then_some(Change { index, events });
+                (responses, change)
+            }
         };
         self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
-        Ok((response, change))
+        Ok((responses, change))
     }
 
-    /// Check a request against the current state (and its own earlier operations) and put
-    /// its writes into `batch`.
+    /// Check a request against the stored state as `before` (the entry's earlier requests)
+    /// changed it, and its own earlier operations; what it would write, or why not.
     fn plan(
         &self,
         req: &Request,
         index: u64,
-        batch: &mut sled::Batch,
-    ) -> Result<Result<Vec<Event>, Rejection>, StorageError> {
-        // What this request has written so far, so later operations see it.
-        let mut pending: BTreeMap<(String, String), Option<Stored>> = BTreeMap::new();
-        let mut claimed: BTreeMap<Vec<u8>, String> = BTreeMap::new();
+        before: &Overlay,
+    ) -> Result<Result<(Overlay, Vec<Event>), Rejection>, StorageError> {
+        let mut mine = Overlay::default();
         let mut events = Vec::new();
         for op in &req.ops {
             let (table, id) = (op.table().to_string(), op.id().to_string());
-            let current = match pending.get(&(table.clone(), id.clone())) {
+            let key = (table.clone(), id.clone());
+            let current = match mine.objects.get(&key).or_else(|| before.objects.get(&key)) {
                 Some(s) => s.clone(),
                 None => get_stored(&self.shared.sm, &table, &id)?,
             };
@@ -306,19 +316,16 @@ impl StateMachine {
             };
             if let Some(old) = &current {
                 for ix in &old.indexes {
-                    let k = index_key(&table, ix, &id);
-                    claimed.remove(&index_prefix(&table, &ix.name, &ix.value));
-                    batch.remove(k);
+                    mine.claims
+                        .insert(index_prefix(&table, &ix.name, &ix.value), None);
+                    mine.writes.push((index_key(&table, ix, &id), None));
                 }
             }
             if let Some(s) = &new {
                 for ix in &s.indexes {
                     if ix.unique {
                         let prefix = index_prefix(&table, &ix.name, &ix.value);
-                        let holder = match claimed.get(&prefix) {
-                            Some(h) => Some(h.clone()),
-                            None => self.unique_holder(&prefix, &pending, &table)?,
-                        };
+                        let holder = self.unique_holder(&prefix, &table, &mine, before)?;
                         if let Some(holder) = holder.filter(|h| *h != id) {
                             return Ok(Err(Rejection::Duplicate {
                                 table,
@@ -327,16 +334,17 @@ impl StateMachine {
                                 holder,
                             }));
                         }
-                        claimed.insert(prefix, id.clone());
+                        mine.claims.insert(prefix, Some(id.clone()));
                     }
-                    batch.insert(index_key(&table, ix, &id), &[][..]);
+                    mine.writes
+                        .push((index_key(&table, ix, &id), Some(Vec::new())));
                 }
-                batch.insert(
+                mine.writes.push((
                     object_key(&table, &id),
-                    serde_json::to_vec(s).map_err(sm_write_err)?,
-                );
+                    Some(serde_json::to_vec(s).map_err(sm_write_err)?),
+                ));
             } else {
-                batch.remove(object_key(&table, &id));
+                mine.writes.push((object_key(&table, &id), None));
             }
             let data = match (&new, &current) {
                 (Some(s), _) => s.data.clone(),
@@ -349,23 +357,33 @@ impl StateMachine {
                 kind,
                 data,
             });
-            pending.insert((table, id), new);
+            mine.objects.insert(key, new);
         }
-        Ok(Ok(events))
+        Ok(Ok((mine, events)))
     }
 
-    /// The id holding a unique index value in the stored state, unless this request already
-    /// removed or changed that object.
+    /// Who holds a unique index value: the latest claim of this request (`mine`) or of the
+    /// entry's earlier requests (`before`); else the stored holder, unless one of them
+    /// changed that object (it would have claimed or released the value itself).
     fn unique_holder(
         &self,
         prefix: &[u8],
-        pending: &BTreeMap<(String, String), Option<Stored>>,
         table: &str,
+        mine: &Overlay,
+        before: &Overlay,
     ) -> Result<Option<String>, StorageError> {
+        if let Some(Some(h)) = mine
+            .claims
+            .get(prefix)
+            .or_else(|| before.claims.get(prefix))
+        {
+            return Ok(Some(h.clone()));
+        }
         for k in self.shared.sm.scan_prefix(prefix).keys() {
             let k = k.map_err(sm_read_err)?;
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if !pending.contains_key(&(table.to_string(), id.clone())) {
+            let key = (table.to_string(), id.clone());
+            if !mine.objects.contains_key(&key) && !before.objects.contains_key(&key) {
                 return Ok(Some(id));
             }
         }
@@ -400,14 +418,32 @@ impl StateMachine {
         let mut batch = sled::Batch::default();
         batch.insert(SNAP_META, serde_json::to_vec(meta).map_err(snapshot_err)?);
         batch.insert(SNAP_DATA, bytes);
-        self.shared.snaps.apply_batch(batch).map_err(snapshot_err)?;
-        // Logs up to the snapshot may be purged next: it must be on disk first.
-        self.shared
-            .db
-            .flush_async()
+        let snaps = self.shared.snaps.clone();
+        tokio::task::spawn_blocking(move || snaps.apply_batch(batch))
             .await
-            .map(drop)
-            .map_err(snapshot_err)
+            .map_err(snapshot_err)?
+            .map_err(snapshot_err)?;
+        // Logs up to the snapshot may be purged next: it must be on disk first.
+        self.shared.disk.flush().await.map_err(snapshot_err)
+    }
+}
+
+/// Writes planned on top of the stored state and not yet applied: objects as they will be
+/// (None: deleted), unique index values claimed (Some(holder)) or released (None), and the
+/// key writes in order.
+#[derive(Default)]
+struct Overlay {
+    objects: BTreeMap<(String, String), Option<Stored>>,
+    claims: BTreeMap<Vec<u8>, Option<String>>,
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Overlay {
+    /// Take in what a later request planned (it saw this overlay when it planned).
+    fn absorb(&mut self, later: Overlay) {
+        self.objects.extend(later.objects);
+        self.claims.extend(later.claims);
+        self.writes.extend(later.writes);
     }
 }
 
@@ -434,7 +470,13 @@ pub struct Watch {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (last_log_id, last_membership, bytes) = self.snapshot_bytes()?;
+        // Off the async workers: serialising every object takes a while, and the Raft core
+        // must keep sending heartbeats meanwhile.
+        let me = self.clone();
+        let (last_log_id, last_membership, bytes) =
+            tokio::task::spawn_blocking(move || me.snapshot_bytes())
+                .await
+                .map_err(snapshot_err)??;
         let id = format!(
             "{}-{}-{:x}",
             last_log_id.map_or(0, |l| l.leader_id.term),
@@ -463,7 +505,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied()?, self.membership()?))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Response>>, StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -58,7 +58,9 @@ fn thing(id: &str, name: &str, colour: &str) -> Thing {
 fn entry(index: u64, ops: Vec<Op>) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(Request { ops }),
+        payload: EntryPayload::Normal(Proposal {
+            requests: vec![Request { ops }],
+        }),
     }
 }
 
@@ -67,6 +69,99 @@ async fn apply(sm: &mut StateMachine, index: u64, ops: Vec<Op>) -> Response {
         .await
         .expect("apply")
         .remove(0)
+        .remove(0)
+}
+
+/// Several requests in one entry (the leader's group commit): each all or nothing, in order,
+/// each seeing the applied ones before it and none of the rejected ones.
+#[tokio::test]
+async fn requests_batched_in_one_entry_apply_one_by_one() {
+    let dir = TempDir::new().unwrap();
+    let (_, mut sm) = open(dir.path()).unwrap();
+    let req = |ops: Vec<Op>| Request { ops };
+    let a = thing("a", "alpha", "red");
+    let mut a2 = a.clone();
+    a2.name = "omega".into();
+    let proposal = Proposal {
+        requests: vec![
+            // 1: applied.
+            req(vec![create(&a).unwrap()]),
+            // 2: sees 1, so a duplicate name: rejected, and b is not created.
+            req(vec![
+                create(&thing("b", "beta", "red")).unwrap(),
+                create(&thing("c", "alpha", "red")).unwrap(),
+            ]),
+            // 3: b does not exist (2 left no trace): this create is fine.
+            req(vec![create(&thing("b", "beta", "blue")).unwrap()]),
+            // 4: a is at the entry's version now, not the stale one a writer had.
+            req(vec![update(&a2, 1).unwrap()]),
+            // 5: renames a (releases "alpha"), then 6 takes "alpha".
+            req(vec![update(&a2, 7).unwrap()]),
+            req(vec![create(&thing("d", "alpha", "green")).unwrap()]),
+            // 7: "omega" is a's now.
+            req(vec![create(&thing("e", "omega", "green")).unwrap()]),
+        ],
+    };
+    let out = sm
+        .apply([Entry {
+            log_id: log_id(1, 1, 7),
+            payload: EntryPayload::Normal(proposal),
+        }])
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(out.len(), 7);
+    assert_eq!(out[0], Response::Applied { version: 7 });
+    assert!(
+        matches!(out[1], Response::Rejected(Rejection::Duplicate { .. })),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], Response::Applied { version: 7 });
+    assert!(
+        matches!(
+            out[3],
+            Response::Rejected(Rejection::Conflict {
+                expected: 1,
+                current: 7,
+                ..
+            })
+        ),
+        "{:?}",
+        out[3]
+    );
+    assert_eq!(out[4], Response::Applied { version: 7 });
+    assert_eq!(out[5], Response::Applied { version: 7 });
+    assert!(
+        matches!(out[6], Response::Rejected(Rejection::Duplicate { .. })),
+        "{:?}",
+        out[6]
+    );
+    assert_eq!(
+        sm.get_obj::<Thing>("a").unwrap().unwrap().object.name,
+        "omega"
+    );
+    assert_eq!(
+        sm.get_obj::<Thing>("b").unwrap().unwrap().object.colour,
+        "blue"
+    );
+    assert!(sm.get_obj::<Thing>("c").unwrap().is_none());
+    assert_eq!(
+        sm.get_obj::<Thing>("d").unwrap().unwrap().object.name,
+        "alpha"
+    );
+    assert!(sm.get_obj::<Thing>("e").unwrap().is_none());
+    // The indexes agree with the objects.
+    let by_name = |n: &str| {
+        sm.find_obj::<Thing>("name", n)
+            .unwrap()
+            .into_iter()
+            .map(|t| t.object.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_name("alpha"), ["d"]);
+    assert_eq!(by_name("omega"), ["a"]);
+    assert_eq!(by_name("beta"), ["b"]);
 }
 
 #[tokio::test]
@@ -240,12 +335,14 @@ async fn a_single_manager_commits_and_reads_back() {
         .await
         .unwrap();
     let r = raft
-        .client_write(Request {
-            ops: vec![create(&thing("x", "x", "blue")).unwrap()],
+        .client_write(Proposal {
+            requests: vec![Request {
+                ops: vec![create(&thing("x", "x", "blue")).unwrap()],
+            }],
         })
         .await
         .unwrap();
-    let Response::Applied { version } = r.data else {
+    let Response::Applied { version } = r.data[0] else {
         panic!("{:?}", r.data)
     };
     raft.ensure_linearizable().await.unwrap();
@@ -347,12 +444,14 @@ async fn crash_writer_child() {
                 let id = format!("r{round}-w{w}-{i}");
                 let t = thing(&id, &id, "c");
                 let r = raft
-                    .client_write(Request {
-                        ops: vec![create(&t).unwrap()],
+                    .client_write(Proposal {
+                        requests: vec![Request {
+                            ops: vec![create(&t).unwrap()],
+                        }],
                     })
                     .await
                     .unwrap();
-                assert!(matches!(r.data, Response::Applied { .. }));
+                assert!(matches!(r.data[..], [Response::Applied { .. }]));
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "acked {id}");
                 let _ = out.flush();

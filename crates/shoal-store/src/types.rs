@@ -11,8 +11,8 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// The store's Raft types.
     pub TypeConfig:
-        D = Request,
-        R = Response,
+        D = Proposal,
+        R = Vec<Response>,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -83,7 +83,16 @@ pub struct Request {
     pub ops: Vec<Op>,
 }
 
-/// The outcome of one log entry.
+/// What one log entry carries: the requests the leader gathered while its previous entries
+/// were being written (group commit: one fsync and one replication round for all of them).
+/// Each request is applied on its own, all or nothing, in order, seeing the ones before it;
+/// the entry's response has one [`Response`] per request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub requests: Vec<Request>,
+}
+
+/// The outcome of one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Applied; the objects written now have this version.
