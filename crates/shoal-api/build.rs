@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shoal/v1/raft.proto",
         "shoal/v1/swarm.proto",
         "shoal/v1/nodeca.proto",
+        "shoal/v1/service.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

@@ -8,7 +8,10 @@ pub mod ids;
 pub mod join;
 pub mod node_ca;
 pub mod objects;
+pub mod orchestrator;
+pub mod scheduler;
 pub mod security;
+pub mod service;
 pub mod token;
 
 pub use ca::{hex, identity, renew_at, Identity, NodeKey, Role, RootCa};

@@ -1,0 +1,743 @@
+//! The leader's control loop for services: orchestrators decide which tasks should exist and
+//! run (replicated: one per slot; global: one per eligible node), applying restart policies
+//! and replacing tasks of nodes that went down; the scheduler places new tasks. Everything is
+//! computed from one snapshot ([`plan`], a pure function) and written back as independent
+//! per-task writes, so it is restart-safe: a new leader recomputes the same from the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use shoal_api::v1 as api;
+use shoal_store::table::{create, delete, update};
+use shoal_store::{Op, Replica, Versioned};
+
+use crate::ids::random_id;
+use crate::objects::{Cluster, Node, NodeState};
+use crate::scheduler::{place, Constraint, Decision, Load};
+use crate::service::{is_terminal, mode, Service, Task};
+
+/// docker's default restart delay.
+const RESTART_DELAY: Duration = Duration::from_secs(5);
+
+/// What the loop writes: one change per task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Create(Task),
+    Update(Task, u64),
+    Delete(String, u64),
+}
+
+impl Change {
+    #[allow(clippy::result_large_err)] // the store's own error type
+    fn op(&self) -> shoal_store::Result<Op> {
+        match self {
+            Change::Create(t) => create(t),
+            Change::Update(t, v) => update(t, *v),
+            Change::Delete(id, v) => Ok(delete::<Task>(id, Some(*v))),
+        }
+    }
+}
+
+/// The snapshot a plan is made from.
+pub struct World<'a> {
+    pub services: &'a [Versioned<Service>],
+    pub tasks: &'a [Versioned<Task>],
+    pub nodes: &'a [Versioned<Node>],
+    pub now: chrono::DateTime<chrono::Utc>,
+    /// Terminal tasks kept per slot (or per node, for global services).
+    pub history: u64,
+}
+
+fn stamp(now: chrono::DateTime<chrono::Utc>) -> String {
+    now.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn status(t: &api::Task) -> &str {
+    t.status.as_ref().map_or("new", |s| s.state.as_str())
+}
+
+fn set_status(t: &mut api::Task, state: &str, message: &str, now: &str) {
+    let s = t.status.get_or_insert_with(Default::default);
+    s.state = state.into();
+    s.message = message.into();
+    s.timestamp = now.into();
+    t.updated_at = now.into();
+}
+
+/// Everything the control loop should change, given `w`.
+pub fn plan(w: &World<'_>) -> Vec<Change> {
+    let now = stamp(w.now);
+    let mut out = Vec::new();
+    let nodes: HashMap<&str, &Node> = w
+        .nodes
+        .iter()
+        .map(|n| (n.object.id.as_str(), &n.object))
+        .collect();
+    let services: HashMap<&str, &Versioned<Service>> = w
+        .services
+        .iter()
+        .map(|s| (s.object.id.as_str(), s))
+        .collect();
+    let mut by_service: HashMap<&str, Vec<&Versioned<Task>>> = HashMap::new();
+    for t in w.tasks {
+        by_service
+            .entry(t.object.0.service_id.as_str())
+            .or_default()
+            .push(t);
+    }
+
+    // Tasks of removed services: stop them; drop them once nothing runs.
+    for (sid, tasks) in &by_service {
+        if services.contains_key(sid) {
+            continue;
+        }
+        for t in tasks {
+            let st = status(&t.object.0);
+            if t.object.0.node_id.is_empty() || is_terminal(st) {
+                out.push(Change::Delete(t.object.0.id.clone(), t.version));
+            } else if t.object.0.desired_state != "remove" {
+                let mut n = t.object.clone();
+                n.0.desired_state = "remove".into();
+                n.0.updated_at = now.clone();
+                out.push(Change::Update(n, t.version));
+            }
+        }
+    }
+
+    // Tasks whose node is gone or down: orphaned, so their slot is filled elsewhere now.
+    let mut orphaned: HashMap<&str, bool> = HashMap::new();
+    for t in w.tasks {
+        let task = &t.object.0;
+        if task.node_id.is_empty()
+            || is_terminal(status(task))
+            || !services.contains_key(task.service_id.as_str())
+        {
+            continue;
+        }
+        let down = nodes
+            .get(task.node_id.as_str())
+            .is_none_or(|n| n.state == NodeState::Down);
+        if down {
+            let mut n = t.object.clone();
+            n.0.desired_state = "shutdown".into();
+            set_status(
+                &mut n.0,
+                "orphaned",
+                "the node is down: replaced elsewhere",
+                &now,
+            );
+            out.push(Change::Update(n, t.version));
+            orphaned.insert(task.id.as_str(), true);
+        }
+    }
+    let live = |t: &api::Task| {
+        t.desired_state == "running"
+            && !is_terminal(status(t))
+            && !orphaned.contains_key(t.id.as_str())
+    };
+
+    let mut load = Load::default();
+    for t in w.tasks {
+        if live(&t.object.0) {
+            load.add(&t.object.0);
+        }
+    }
+    let ready_nodes: Vec<Node> = w.nodes.iter().map(|n| n.object.clone()).collect();
+
+    for s in w.services {
+        let svc = &s.object;
+        let tasks = by_service.get(svc.id.as_str()).cloned().unwrap_or_default();
+        let spec = svc.spec.task.clone().unwrap_or_default();
+        let mut new_tasks: Vec<api::Task> = Vec::new();
+        let make = |slot: u64, node: &str| api::Task {
+            id: random_id(),
+            service_id: svc.id.clone(),
+            slot,
+            node_id: node.to_string(),
+            spec: Some(spec.clone()),
+            spec_version: svc.spec_version,
+            desired_state: "running".into(),
+            status: Some(api::TaskStatus {
+                state: "new".into(),
+                message: "created".into(),
+                timestamp: now.clone(),
+                ..Default::default()
+            }),
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        };
+        match mode(&svc.spec) {
+            "replicated" => {
+                let mut slots: BTreeMap<u64, Vec<&Versioned<Task>>> = BTreeMap::new();
+                for t in &tasks {
+                    slots.entry(t.object.0.slot).or_default().push(t);
+                }
+                let wanted = svc.spec.replicas;
+                for slot in 1..=wanted {
+                    let in_slot = slots.get(&slot).cloned().unwrap_or_default();
+                    if in_slot.iter().any(|t| live(&t.object.0)) {
+                        continue;
+                    }
+                    if restart_allowed(&spec, &in_slot, w.now) {
+                        // The last one stays as history, shut down.
+                        for t in in_slot
+                            .iter()
+                            .filter(|t| t.object.0.desired_state == "running")
+                        {
+                            if orphaned.contains_key(t.object.0.id.as_str()) {
+                                continue;
+                            }
+                            let mut n = t.object.clone();
+                            n.0.desired_state = "shutdown".into();
+                            n.0.updated_at = now.clone();
+                            out.push(Change::Update(n, t.version));
+                        }
+                        new_tasks.push(make(slot, ""));
+                    }
+                }
+                // Scale down: the highest slots go.
+                for (slot, in_slot) in slots.range(wanted + 1..) {
+                    let _ = slot;
+                    for t in in_slot {
+                        if t.object.0.desired_state == "running"
+                            && !orphaned.contains_key(t.object.0.id.as_str())
+                        {
+                            let mut n = t.object.clone();
+                            n.0.desired_state = if t.object.0.node_id.is_empty() {
+                                "remove".into()
+                            } else {
+                                "shutdown".into()
+                            };
+                            n.0.updated_at = now.clone();
+                            out.push(Change::Update(n, t.version));
+                        }
+                    }
+                }
+                out.extend(history(&slots, w.history));
+            }
+            "global" => {
+                let constraints: Vec<Constraint> = spec
+                    .placement
+                    .as_ref()
+                    .map(|p| {
+                        p.constraints
+                            .iter()
+                            .filter_map(|c| Constraint::parse(c).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut per_node: BTreeMap<&str, Vec<&Versioned<Task>>> = BTreeMap::new();
+                for t in &tasks {
+                    per_node
+                        .entry(t.object.0.node_id.as_str())
+                        .or_default()
+                        .push(t);
+                }
+                for n in w.nodes {
+                    let node = &n.object;
+                    let eligible = node.state == NodeState::Ready
+                        && node.availability == crate::objects::Availability::Active
+                        && constraints.iter().all(|c| c.holds(node));
+                    let mine = per_node.get(node.id.as_str()).cloned().unwrap_or_default();
+                    let running = mine.iter().any(|t| live(&t.object.0));
+                    if eligible && !running && restart_allowed(&spec, &mine, w.now) {
+                        let mut t = make(0, &node.id);
+                        set_status(&mut t, "assigned", "assigned to its node", &now);
+                        new_tasks.push(t);
+                    }
+                    if !eligible {
+                        for t in mine.iter().filter(|t| live(&t.object.0)) {
+                            let mut n = t.object.clone();
+                            n.0.desired_state = "shutdown".into();
+                            n.0.updated_at = now.clone();
+                            out.push(Change::Update(n, t.version));
+                        }
+                    }
+                }
+                let by_node: BTreeMap<u64, Vec<&Versioned<Task>>> = per_node
+                    .into_values()
+                    .enumerate()
+                    .map(|(i, v)| (i as u64, v))
+                    .collect();
+                out.extend(history(&by_node, w.history));
+            }
+            // Jobs come with their own orchestrator.
+            _ => {}
+        }
+
+        // Place the service's pending tasks: the new ones and any still waiting.
+        let mut waiting: Vec<(Option<u64>, api::Task)> = tasks
+            .iter()
+            .filter(|t| live(&t.object.0) && t.object.0.node_id.is_empty())
+            .map(|t| (Some(t.version), t.object.0.clone()))
+            .collect();
+        waiting.extend(new_tasks.into_iter().map(|t| (None, t)));
+        let unplaced: Vec<usize> = waiting
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, t))| t.node_id.is_empty())
+            .map(|(i, _)| i)
+            .collect();
+        let decisions = place(&svc.id, &spec, unplaced.len(), &ready_nodes, &mut load);
+        for (i, d) in unplaced.into_iter().zip(decisions) {
+            let t = &mut waiting[i].1;
+            match d {
+                Decision::Assign(node) => {
+                    t.node_id = node;
+                    set_status(t, "assigned", "scheduled", &now);
+                }
+                Decision::Pending(why) => {
+                    if status(t) == "pending" && t.status.as_ref().is_some_and(|s| s.message == why)
+                    {
+                        continue;
+                    }
+                    set_status(t, "pending", &why, &now);
+                }
+            }
+        }
+        for (version, t) in waiting {
+            match version {
+                Some(v) => {
+                    // Only if something changed.
+                    if let Some(old) = tasks.iter().find(|o| o.object.0.id == t.id) {
+                        if old.object.0 != t {
+                            out.push(Change::Update(Task(t), v));
+                        }
+                    }
+                }
+                None => out.push(Change::Create(Task(t))),
+            }
+        }
+    }
+    out
+}
+
+/// Whether a slot (or a global service's node) whose tasks are all over gets a new one now:
+/// the restart condition, the attempts within the window, and the delay since the last
+/// ended.
+fn restart_allowed(
+    spec: &api::TaskSpec,
+    tasks: &[&Versioned<Task>],
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let Some(last) = tasks
+        .iter()
+        .filter(|t| t.object.0.desired_state == "running" || status(&t.object.0) != "shutdown")
+        .max_by_key(|t| t.created)
+    else {
+        return true;
+    };
+    let policy = spec.restart.clone().unwrap_or_default();
+    let st = status(&last.object.0);
+    if st == "orphaned" {
+        // A node failure is no task failure: replaced at once.
+        return true;
+    }
+    if last.object.0.desired_state != "running" {
+        // Shut down on purpose (scale, update): a new task when wanted again.
+        return true;
+    }
+    match policy.condition.as_str() {
+        "none" => return false,
+        "on-failure" if !(st == "failed" || st == "rejected") => return false,
+        _ => {}
+    }
+    let ended = last
+        .object
+        .0
+        .status
+        .as_ref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(&s.timestamp).ok())
+        .map(|t| t.with_timezone(&chrono::Utc));
+    if policy.max_attempts > 0 {
+        let window = Duration::from_millis(policy.window_ms);
+        let attempts = tasks
+            .iter()
+            .filter(|t| is_terminal(status(&t.object.0)) && status(&t.object.0) != "orphaned")
+            .filter(|t| {
+                policy.window_ms == 0
+                    || chrono::DateTime::parse_from_rfc3339(&t.object.0.created_at)
+                        .ok()
+                        .is_some_and(|c| {
+                            now.signed_duration_since(c.with_timezone(&chrono::Utc))
+                                .to_std()
+                                .is_ok_and(|d| d <= window)
+                        })
+            })
+            .count() as u64;
+        // Each ended task but the first was a restart.
+        if attempts > policy.max_attempts {
+            return false;
+        }
+    }
+    let delay = if policy.delay_ms == 0 && spec.restart.as_ref().is_none_or(|r| r.delay_ms == 0) {
+        RESTART_DELAY
+    } else {
+        Duration::from_millis(policy.delay_ms)
+    };
+    ended.is_none_or(|e| {
+        now.signed_duration_since(e)
+            .to_std()
+            .is_ok_and(|d| d >= delay)
+    })
+}
+
+/// Terminal tasks beyond the history limit, oldest first, per slot.
+fn history(slots: &BTreeMap<u64, Vec<&Versioned<Task>>>, limit: u64) -> Vec<Change> {
+    let mut out = Vec::new();
+    for tasks in slots.values() {
+        let mut done: Vec<&&Versioned<Task>> = tasks
+            .iter()
+            .filter(|t| is_terminal(status(&t.object.0)) && t.object.0.desired_state != "running")
+            .collect();
+        if done.len() as u64 <= limit {
+            continue;
+        }
+        done.sort_by_key(|t| t.created);
+        for t in &done[..done.len() - limit as usize] {
+            out.push(Change::Delete(t.object.0.id.clone(), t.version));
+        }
+    }
+    out
+}
+
+/// While this manager leads: keep services true. Runs until aborted.
+pub async fn run(replica: Replica) {
+    let mut watch = replica.state().watch();
+    loop {
+        // Wake on any committed change, or once a second (restart delays, node liveness).
+        tokio::select! {
+            _ = watch.rx.recv() => {
+                while watch.rx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if !replica.is_leader() {
+            continue;
+        }
+        if let Err(e) = reconcile(&replica).await {
+            tracing::debug!(error = %e, "service reconciliation (retrying)");
+        }
+    }
+}
+
+#[allow(clippy::result_large_err)]
+async fn reconcile(replica: &Replica) -> shoal_store::Result<()> {
+    let sm = replica.state();
+    let services = sm.list_obj::<Service>()?;
+    let tasks = sm.list_obj::<Task>()?;
+    if services.is_empty() && tasks.is_empty() {
+        return Ok(());
+    }
+    let nodes = sm.list_obj::<Node>()?;
+    let history = sm
+        .get_obj::<Cluster>(Cluster::KEY)?
+        .map_or(5, |c| c.object.task_history_limit);
+    let changes = plan(&World {
+        services: &services,
+        tasks: &tasks,
+        nodes: &nodes,
+        now: chrono::Utc::now(),
+        history,
+    });
+    // Independent writes: a conflict on one task (an agent's report) does not hold up the
+    // rest; the next round sees the new state. The replica batches them into few entries.
+    let writes = changes.iter().filter_map(|c| c.op().ok()).map(|op| {
+        let r = replica.clone();
+        async move { r.write(vec![op]).await }
+    });
+    for res in futures::future::join_all(writes).await {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "task write");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::{Availability, NodeRole};
+
+    fn node(id: &str, state: NodeState) -> Versioned<Node> {
+        Versioned {
+            version: 1,
+            created: 1,
+            object: Node {
+                id: id.into(),
+                raft_id: 1,
+                hostname: id.into(),
+                role: NodeRole::Worker,
+                availability: Availability::Active,
+                labels: Default::default(),
+                addr: String::new(),
+                state,
+                message: String::new(),
+                created_at: String::new(),
+                updated_at: String::new(),
+                engine_version: String::new(),
+                os: "linux".into(),
+                arch: "x86_64".into(),
+                nano_cpus: 0,
+                memory_bytes: 0,
+                cert_root: String::new(),
+            },
+        }
+    }
+
+    fn service(mode: &str, replicas: u64) -> Versioned<Service> {
+        Versioned {
+            version: 1,
+            created: 1,
+            object: Service {
+                id: "svc".into(),
+                spec: api::ServiceSpec {
+                    name: "web".into(),
+                    mode: mode.into(),
+                    replicas,
+                    task: Some(api::TaskSpec {
+                        image: "busybox".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                previous_spec: None,
+                spec_version: 1,
+                created_at: String::new(),
+                updated_at: String::new(),
+                update_status: None,
+            },
+        }
+    }
+
+    /// Apply `changes` to `tasks` as the store would (versions bumped).
+    fn apply(tasks: &mut Vec<Versioned<Task>>, changes: Vec<Change>, v: &mut u64) {
+        for c in changes {
+            *v += 1;
+            match c {
+                Change::Create(t) => tasks.push(Versioned {
+                    version: *v,
+                    created: *v,
+                    object: t,
+                }),
+                Change::Update(t, _) => {
+                    let slot = tasks.iter_mut().find(|x| x.object.0.id == t.0.id).unwrap();
+                    slot.object = t;
+                    slot.version = *v;
+                }
+                Change::Delete(id, _) => tasks.retain(|x| x.object.0.id != id),
+            }
+        }
+    }
+
+    fn set(
+        tasks: &mut [Versioned<Task>],
+        id: &str,
+        state: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let t = tasks.iter_mut().find(|x| x.object.0.id == id).unwrap();
+        set_status(&mut t.object.0, state, "", &stamp(at));
+    }
+
+    fn running(tasks: &[Versioned<Task>]) -> Vec<&api::Task> {
+        tasks
+            .iter()
+            .map(|t| &t.object.0)
+            .filter(|t| t.desired_state == "running" && !is_terminal(status(t)))
+            .collect()
+    }
+
+    #[test]
+    fn replicated_services_keep_one_task_per_slot_and_heal() {
+        let nodes = vec![
+            node("a", NodeState::Ready),
+            node("b", NodeState::Ready),
+            node("c", NodeState::Ready),
+        ];
+        let services = vec![service("replicated", 3)];
+        let mut tasks = Vec::new();
+        let mut v = 10;
+        let t0 = chrono::Utc::now();
+        let world = |tasks: &[Versioned<Task>],
+                     nodes: &[Versioned<Node>],
+                     services: &[Versioned<Service>],
+                     now| {
+            plan(&World {
+                services,
+                tasks,
+                nodes,
+                now,
+                history: 5,
+            })
+        };
+        let c = world(&tasks, &nodes, &services, t0);
+        apply(&mut tasks, c, &mut v);
+        let mut placed: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
+        placed.sort();
+        assert_eq!(placed, ["a", "b", "c"], "spread over the nodes");
+        let mut slots: Vec<u64> = tasks.iter().map(|t| t.object.0.slot).collect();
+        slots.sort();
+        assert_eq!(slots, [1, 2, 3]);
+        // Stable: nothing more to do.
+        assert!(world(&tasks, &nodes, &services, t0).is_empty());
+
+        // A task fails: replaced only after the restart delay, in the same slot.
+        let failed = tasks[0].object.0.id.clone();
+        let slot = tasks[0].object.0.slot;
+        set(&mut tasks, &failed, "failed", t0);
+        assert!(world(&tasks, &nodes, &services, t0 + chrono::Duration::seconds(1)).is_empty());
+        let c = world(&tasks, &nodes, &services, t0 + chrono::Duration::seconds(6));
+        apply(&mut tasks, c, &mut v);
+        assert_eq!(running(&tasks).len(), 3);
+        assert_eq!(
+            tasks.iter().filter(|t| t.object.0.slot == slot).count(),
+            2,
+            "history kept"
+        );
+
+        // A node goes down: its task is orphaned and replaced at once on another node.
+        let mut nodes2 = nodes.clone();
+        nodes2[1].object.state = NodeState::Down;
+        let c = world(
+            &tasks,
+            &nodes2,
+            &services,
+            t0 + chrono::Duration::seconds(7),
+        );
+        apply(&mut tasks, c, &mut v);
+        let live = running(&tasks);
+        assert_eq!(live.len(), 3);
+        assert!(live.iter().all(|t| t.node_id != "b"), "{live:?}");
+        assert!(tasks.iter().any(|t| status(&t.object.0) == "orphaned"));
+
+        // Scale down to 1: slots 2 and 3 shut down.
+        let mut one = services.clone();
+        one[0].object.spec.replicas = 1;
+        let c = world(&tasks, &nodes2, &one, t0 + chrono::Duration::seconds(8));
+        apply(&mut tasks, c, &mut v);
+        let live: Vec<u64> = tasks
+            .iter()
+            .filter(|t| t.object.0.desired_state == "running" && !is_terminal(status(&t.object.0)))
+            .map(|t| t.object.0.slot)
+            .collect();
+        assert_eq!(live, [1]);
+
+        // The service is removed: running tasks are told to go, the rest deleted.
+        let c = world(&tasks, &nodes2, &[], t0 + chrono::Duration::seconds(9));
+        apply(&mut tasks, c, &mut v);
+        assert!(tasks
+            .iter()
+            .all(|t| t.object.0.desired_state == "remove" && !is_terminal(status(&t.object.0))));
+    }
+
+    #[test]
+    fn unplaceable_tasks_stay_pending_with_the_reason() {
+        let nodes = vec![node("a", NodeState::Down)];
+        let services = vec![service("replicated", 2)];
+        let c = plan(&World {
+            services: &services,
+            tasks: &[],
+            nodes: &nodes,
+            now: chrono::Utc::now(),
+            history: 5,
+        });
+        assert_eq!(c.len(), 2);
+        for ch in &c {
+            let Change::Create(t) = ch else {
+                panic!("{ch:?}")
+            };
+            let s = t.0.status.as_ref().unwrap();
+            assert_eq!(s.state, "pending");
+            assert!(s.message.contains("1 node not ready"), "{}", s.message);
+        }
+    }
+
+    #[test]
+    fn restart_condition_none_and_max_attempts_stop_replacements() {
+        let nodes = vec![node("a", NodeState::Ready)];
+        let mut services = vec![service("replicated", 1)];
+        services[0].object.spec.task.as_mut().unwrap().restart = Some(api::TaskRestartPolicy {
+            condition: "on-failure".into(),
+            delay_ms: 1,
+            max_attempts: 2,
+            window_ms: 0,
+        });
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let t0 = chrono::Utc::now();
+        let mut at = t0;
+        for round in 0..4 {
+            let c = plan(&World {
+                services: &services,
+                tasks: &tasks,
+                nodes: &nodes,
+                now: at,
+                history: 10,
+            });
+            apply(&mut tasks, c, &mut v);
+            let live: Vec<String> = running(&tasks).iter().map(|t| t.id.clone()).collect();
+            if round < 3 {
+                assert_eq!(live.len(), 1, "round {round}");
+                set(&mut tasks, &live[0], "failed", at);
+            } else {
+                assert!(live.is_empty(), "two restarts, then no more");
+            }
+            at += chrono::Duration::seconds(1);
+        }
+        // A task that completes is not restarted under on-failure.
+        let mut tasks = Vec::new();
+        let c = plan(&World {
+            services: &services,
+            tasks: &tasks,
+            nodes: &nodes,
+            now: t0,
+            history: 10,
+        });
+        apply(&mut tasks, c, &mut v);
+        let id = tasks[0].object.0.id.clone();
+        set(&mut tasks, &id, "complete", t0);
+        assert!(plan(&World {
+            services: &services,
+            tasks: &tasks,
+            nodes: &nodes,
+            now: t0 + chrono::Duration::seconds(10),
+            history: 10
+        })
+        .is_empty());
+    }
+
+    #[test]
+    fn global_services_run_one_task_per_eligible_node() {
+        let mut nodes = vec![node("a", NodeState::Ready), node("b", NodeState::Ready)];
+        let services = vec![service("global", 0)];
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let now = chrono::Utc::now();
+        let c = plan(&World {
+            services: &services,
+            tasks: &tasks,
+            nodes: &nodes,
+            now,
+            history: 5,
+        });
+        apply(&mut tasks, c, &mut v);
+        let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
+        on.sort();
+        assert_eq!(on, ["a", "b"]);
+        // A node joins: it gets one; a node is drained: its task is shut down.
+        nodes.push(node("c", NodeState::Ready));
+        nodes[0].object.availability = Availability::Drain;
+        let c = plan(&World {
+            services: &services,
+            tasks: &tasks,
+            nodes: &nodes,
+            now,
+            history: 5,
+        });
+        apply(&mut tasks, c, &mut v);
+        let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
+        on.sort();
+        assert_eq!(on, ["b", "c"]);
+    }
+}
