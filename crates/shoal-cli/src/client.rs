@@ -3,6 +3,7 @@
 use anyhow::{anyhow, Result};
 use hyper_util::rt::TokioIo;
 use shoal_api::v1::engine_client::EngineClient;
+use shoal_api::v1::services_client::ServicesClient;
 use shoal_api::v1::swarm_client::SwarmClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tower::service_fn;
@@ -31,6 +32,10 @@ pub async fn connect(host: &str) -> Result<Client> {
 /// The swarm API of the same daemon.
 pub async fn connect_swarm(host: &str) -> Result<SwarmClient<Channel>> {
     Ok(SwarmClient::new(channel(host).await?))
+}
+
+pub async fn connect_services(host: &str) -> Result<ServicesClient<Channel>> {
+    Ok(ServicesClient::new(channel(host).await?).max_decoding_message_size(64 << 20))
 }
 
 async fn channel(host: &str) -> Result<Channel> {

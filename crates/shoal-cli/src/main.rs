@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{container, image, manage, network, swarm, system};
+use crate::commands::{container, image, manage, network, service, swarm, system};
 
 #[derive(Parser)]
 #[command(
@@ -87,6 +87,9 @@ enum Command {
     /// Manage the swarm's nodes.
     #[command(subcommand)]
     Node(swarm::NodeCommand),
+    /// Manage services.
+    #[command(subcommand, alias = "svc")]
+    Service(service::ServiceCommand),
     /// Manage shoal itself: prune, df, events.
     #[command(subcommand)]
     System(system::SystemCommand),
@@ -163,6 +166,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Port(a) => network::port(&cli.host, a).await,
         Command::Swarm(c) => swarm::swarm(&cli.host, c).await,
         Command::Node(c) => swarm::node(&cli.host, c).await,
+        Command::Service(c) => service::dispatch(&cli.host, c).await,
         Command::System(c) => system::dispatch(&cli.host, c).await,
         Command::Events(a) => system::events(&cli.host, a).await,
         Command::Image(c) => image::dispatch(&cli.host, c).await,
@@ -178,5 +182,16 @@ async fn run(cli: Cli) -> i32 {
             eprintln!("shoal: {e:#}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod cli_tests {
+    /// clap checks its definitions (unique ids, flag names) only when a command is built:
+    /// every subcommand, at once.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

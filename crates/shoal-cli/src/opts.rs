@@ -75,24 +75,8 @@ pub struct CreateFlags {
     /// Restart policy: no, always, unless-stopped, on-failure[:max-retries].
     #[arg(long)]
     pub restart: Option<String>,
-    /// Command to run to check health (run through /bin/sh -c).
-    #[arg(long = "health-cmd")]
-    pub health_cmd: Option<String>,
-    /// Time between health checks (e.g. 30s, 1m30s).
-    #[arg(long = "health-interval")]
-    pub health_interval: Option<String>,
-    /// Maximum time one check may take.
-    #[arg(long = "health-timeout")]
-    pub health_timeout: Option<String>,
-    /// Consecutive failures before unhealthy.
-    #[arg(long = "health-retries")]
-    pub health_retries: Option<i32>,
-    /// Time to initialise before failures count.
-    #[arg(long = "health-start-period")]
-    pub health_start_period: Option<String>,
-    /// Disable any health check (including the image's).
-    #[arg(long = "no-healthcheck")]
-    pub no_healthcheck: bool,
+    #[command(flatten)]
+    pub health: HealthArgs,
     /// Add Linux capabilities (name, CAP_NAME or ALL).
     #[arg(long = "cap-add")]
     pub cap_add: Vec<String>,
@@ -279,7 +263,7 @@ impl CreateFlags {
                 open_stdin: self.interactive,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 stop_timeout: self.stop_timeout,
-                healthcheck: self.healthcheck()?,
+                healthcheck: self.health.healthcheck()?,
                 exposed_ports: self.exposed()?,
                 ..Default::default()
             }),
@@ -409,52 +393,6 @@ impl CreateFlags {
             out.push(crate::mountspec::parse_tmpfs(t)?);
         }
         Ok(out)
-    }
-
-    fn healthcheck(&self) -> Result<Option<HealthCheck>> {
-        let any_flag = self.health_cmd.is_some()
-            || self.health_interval.is_some()
-            || self.health_timeout.is_some()
-            || self.health_retries.is_some()
-            || self.health_start_period.is_some();
-        if self.no_healthcheck {
-            if any_flag {
-                bail!("--no-healthcheck conflicts with --health-* options");
-            }
-            return Ok(Some(HealthCheck {
-                test: vec!["NONE".into()],
-                ..Default::default()
-            }));
-        }
-        if !any_flag {
-            return Ok(None);
-        }
-        let dur = |flag: &str, v: &Option<String>| -> Result<i64> {
-            match v {
-                None => Ok(0),
-                Some(s) => {
-                    let d = parse_duration(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}"))?;
-                    if d < 1_000_000 {
-                        bail!("{flag} {s:?} is too short: use at least 1ms");
-                    }
-                    Ok(d)
-                }
-            }
-        };
-        if self.health_retries.is_some_and(|r| r < 0) {
-            bail!("--health-retries cannot be negative");
-        }
-        Ok(Some(HealthCheck {
-            test: self
-                .health_cmd
-                .iter()
-                .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
-                .collect(),
-            interval_ns: dur("--health-interval", &self.health_interval)?,
-            timeout_ns: dur("--health-timeout", &self.health_timeout)?,
-            start_period_ns: dur("--health-start-period", &self.health_start_period)?,
-            retries: self.health_retries.unwrap_or(0),
-        }))
     }
 }
 
@@ -679,5 +617,76 @@ mod flag_tests {
         assert_eq!(s.seccomp, "unconfined");
         assert!(parse_security_opts(&["apparmor=x".into()]).is_err());
         assert!(parse_security_opts(&["seccomp=/no/such/profile.json".into()]).is_err());
+    }
+}
+
+/// docker's --health-* flags, for `run`/`create` and services alike.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HealthArgs {
+    /// Command to run to check health (run through /bin/sh -c).
+    #[arg(long = "health-cmd")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (e.g. 30s, 1m30s).
+    #[arg(long = "health-interval")]
+    pub health_interval: Option<String>,
+    /// Maximum time one check may take.
+    #[arg(long = "health-timeout")]
+    pub health_timeout: Option<String>,
+    /// Consecutive failures before unhealthy.
+    #[arg(long = "health-retries")]
+    pub health_retries: Option<i32>,
+    /// Time to initialise before failures count.
+    #[arg(long = "health-start-period")]
+    pub health_start_period: Option<String>,
+    /// Disable any health check (including the image's).
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
+}
+
+impl HealthArgs {
+    pub fn healthcheck(&self) -> Result<Option<HealthCheck>> {
+        let any_flag = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some();
+        if self.no_healthcheck {
+            if any_flag {
+                bail!("--no-healthcheck conflicts with --health-* options");
+            }
+            return Ok(Some(HealthCheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        if !any_flag {
+            return Ok(None);
+        }
+        let dur = |flag: &str, v: &Option<String>| -> Result<i64> {
+            match v {
+                None => Ok(0),
+                Some(s) => {
+                    let d = parse_duration(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}"))?;
+                    if d < 1_000_000 {
+                        bail!("{flag} {s:?} is too short: use at least 1ms");
+                    }
+                    Ok(d)
+                }
+            }
+        };
+        if self.health_retries.is_some_and(|r| r < 0) {
+            bail!("--health-retries cannot be negative");
+        }
+        Ok(Some(HealthCheck {
+            test: self
+                .health_cmd
+                .iter()
+                .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
+                .collect(),
+            interval_ns: dur("--health-interval", &self.health_interval)?,
+            timeout_ns: dur("--health-timeout", &self.health_timeout)?,
+            start_period_ns: dur("--health-start-period", &self.health_start_period)?,
+            retries: self.health_retries.unwrap_or(0),
+        }))
     }
 }

@@ -21,7 +21,7 @@ mod images;
 mod lifecycle;
 mod logs;
 mod mounts;
-mod names;
+pub mod names;
 mod network;
 mod ops;
 mod prune;

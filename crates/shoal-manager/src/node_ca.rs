@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
 use shoal_api::v1::{
-    HeartbeatRequest, HeartbeatResponse, IssueNodeCertificateRequest, IssueNodeCertificateResponse,
-    JoinRaftRequest, JoinRaftResponse, RenewCertificateRequest, RenewCertificateResponse,
+    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
+    IssueNodeCertificateRequest, IssueNodeCertificateResponse, JoinRaftRequest, JoinRaftResponse,
+    RenewCertificateRequest, RenewCertificateResponse, UpdateTaskStatusRequest,
+    UpdateTaskStatusResponse,
 };
 use shoal_store::table::{create, update};
 use shoal_store::Replica;
@@ -17,7 +19,9 @@ use crate::ca::{hex, identity, Role};
 use crate::dispatcher::Liveness;
 use crate::ids::{random_id, random_raft_id};
 use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState, RemovedNode};
+use crate::service::{is_terminal, rank, Task};
 use crate::{JoinToken, RootCa};
+use shoal_store::Object;
 
 pub struct NodeCaService {
     replica: Replica,
@@ -48,8 +52,112 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// The node's tasks an agent should know of: not yet over, or over but still wanted
+/// running (so it sees it need do nothing), or to be removed.
+fn assigned(replica: &Replica, node_id: &str) -> Result<Vec<shoal_api::v1::Task>, Status> {
+    let mut tasks: Vec<shoal_api::v1::Task> = replica
+        .state()
+        .find_obj::<Task>("node", node_id)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .into_iter()
+        .map(|t| t.object.0)
+        .filter(|t| {
+            let st = t.status.as_ref().map_or("new", |s| s.state.as_str());
+            !is_terminal(st) || t.desired_state == "remove"
+        })
+        .collect();
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(tasks)
+}
+
 #[tonic::async_trait]
 impl NodeCa for NodeCaService {
+    type AssignmentsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<AssignmentsMessage, Status>>;
+
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let caller = caller(&request, "assignments need a node certificate")?;
+        if self
+            .replica
+            .state()
+            .get_obj::<RemovedNode>(&caller.node_id)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .is_some()
+        {
+            return Err(Status::permission_denied(format!(
+                "node {} was removed from the swarm",
+                caller.node_id
+            )));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let replica = self.replica.clone();
+        tokio::spawn(async move {
+            let mut watch = replica.state().watch();
+            let mut last: Option<Vec<shoal_api::v1::Task>> = None;
+            loop {
+                let tasks = match assigned(&replica, &caller.node_id) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                if last.as_ref() != Some(&tasks) {
+                    if tx
+                        .send(Ok(AssignmentsMessage {
+                            tasks: tasks.clone(),
+                        }))
+                        .await
+                        .is_err()
+                    {
+                        return; // the agent went away
+                    }
+                    last = Some(tasks);
+                }
+                // The next committed change that touches tasks (or a periodic recheck).
+                let wait = async {
+                    loop {
+                        match watch.rx.recv().await {
+                            Ok(c) if c.events.iter().any(|e| e.table == Task::TABLE) => return,
+                            Ok(_) => continue,
+                            Err(_) => return,
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = wait => {}
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let caller = caller(&request, "task status needs a node certificate")?;
+        let req = request.into_inner();
+        let writes = req.updates.into_iter().map(|u| {
+            let replica = self.replica.clone();
+            let node = caller.node_id.clone();
+            async move { record_status(&replica, &node, u).await }
+        });
+        let refused = futures::future::join_all(writes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        Ok(Response::new(UpdateTaskStatusResponse { refused }))
+    }
+
     async fn issue_node_certificate(
         &self,
         request: Request<IssueNodeCertificateRequest>,
@@ -379,4 +487,43 @@ async fn forward_heartbeat(
     tokio::time::timeout(Duration::from_secs(2), call)
         .await
         .map_err(|_| crate::Error::Other(format!("the leader at {leader} did not answer")))?
+}
+
+/// One status report: only for a task of `node`, and only forward.
+async fn record_status(
+    replica: &Replica,
+    node: &str,
+    u: shoal_api::v1::TaskStatusUpdate,
+) -> Result<(), String> {
+    let Some(status) = u.status else {
+        return Err(format!("task {}: no status", u.task_id));
+    };
+    for _ in 0..5 {
+        let Some(t) = replica
+            .state()
+            .get_obj::<Task>(&u.task_id)
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!("task {} does not exist (any more)", u.task_id));
+        };
+        if t.object.0.node_id != node {
+            return Err(format!("task {} is not assigned to node {node}", u.task_id));
+        }
+        let old = t.object.0.status.clone().unwrap_or_default();
+        if rank(&status.state) < rank(&old.state) || old == status {
+            return Ok(());
+        }
+        let mut task = t.object.clone();
+        task.0.status = Some(status.clone());
+        task.0.updated_at = status.timestamp.clone();
+        match replica
+            .write(vec![update(&task, t.version).map_err(|e| e.to_string())?])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err(format!("task {} kept changing", u.task_id))
 }

@@ -165,6 +165,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
             }),
             created_at: now.clone(),
             updated_at: now.clone(),
+            service_name: svc.spec.name.clone(),
         };
         match mode(&svc.spec) {
             "replicated" => {

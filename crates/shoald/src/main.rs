@@ -4,6 +4,8 @@
 //! stop them; the next shoald re-attaches.
 
 mod api;
+mod executor;
+mod services;
 mod swarm;
 
 use std::os::unix::fs::PermissionsExt;
@@ -146,7 +148,7 @@ async fn serve(args: Args) -> Result<()> {
         }
     }
     let engine = Engine::open(cfg).await.context("open the engine")?;
-    let swarm = swarm::SwarmApi::open(&args.data_root)
+    let swarm = swarm::SwarmApi::open(&args.data_root, engine.clone())
         .await
         .context("rejoin the swarm")?;
     let listener = bind_socket(&args.socket)?;
@@ -162,7 +164,8 @@ async fn serve(args: Args) -> Result<()> {
         tracing::info!("shutting down (containers keep running)");
     };
     tonic::transport::Server::builder()
-        .add_service(api::service(engine))
+        .add_service(api::service(engine.clone()))
+        .add_service(services::service(swarm.clone(), engine))
         .add_service(swarm.service())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await

@@ -32,8 +32,8 @@ const DEFAULT_DATA_PATH_PORT: u16 = 4789;
 
 /// What this node keeps on disk about its membership.
 #[derive(serde::Serialize, serde::Deserialize, Clone)]
-struct Membership {
-    node_id: String,
+pub(crate) struct Membership {
+    pub(crate) node_id: String,
     /// A manager (runs a replica of the store) or a worker.
     #[serde(default = "yes")]
     manager: bool,
@@ -53,8 +53,8 @@ fn yes() -> bool {
     true
 }
 
-struct Active {
-    m: Membership,
+pub(crate) struct Active {
+    pub(crate) m: Membership,
     /// Managers only: this node's replica of the store.
     replica: Option<Replica>,
     /// The agent's heartbeats, and on managers the leader's liveness monitor.
@@ -74,7 +74,7 @@ impl Active {
         }
     }
 
-    fn r(&self) -> Result<&Replica, Status> {
+    pub(crate) fn r(&self) -> Result<&Replica, Status> {
         self.replica.as_ref().ok_or_else(|| {
             Status::failed_precondition(
                 "this node is a worker: worker nodes cannot be used to view or change the swarm; run this on a manager",
@@ -85,6 +85,8 @@ impl Active {
 
 pub struct SwarmApi {
     dir: PathBuf,
+    /// Runs this node's tasks.
+    engine: shoal_engine::Engine,
     active: Mutex<Option<Arc<Active>>>,
     /// The agent's new credentials (renewed, new role, new roots): applied by restarting
     /// this node's part in the swarm with them.
@@ -104,9 +106,13 @@ struct Renewal {
 
 impl SwarmApi {
     /// Rejoin the swarm this node was part of before the daemon restarted, if any.
-    pub async fn open(data_root: &Path) -> anyhow::Result<Arc<SwarmApi>> {
+    pub async fn open(
+        data_root: &Path,
+        engine: shoal_engine::Engine,
+    ) -> anyhow::Result<Arc<SwarmApi>> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let api = Arc::new(SwarmApi {
+            engine,
             dir: data_root.join("swarm"),
             active: Mutex::new(None),
             renewals: tx,
@@ -214,12 +220,20 @@ impl SwarmApi {
             cert_root: m.cert_root.clone(),
             renewals: self.renewals.clone(),
         }));
+        let executor = tokio::spawn(crate::executor::run(crate::executor::Executor {
+            node_id: m.node_id.clone(),
+            managers: m.managers.clone(),
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+            engine: self.engine.clone(),
+        }));
         if !m.manager {
             tracing::info!(node_id = %m.node_id, "swarm worker up");
             return Ok(Active {
                 m,
                 replica: None,
-                tasks: vec![agent],
+                tasks: vec![agent, executor],
             });
         }
         let removed = Arc::new(std::sync::OnceLock::new());
@@ -271,11 +285,12 @@ impl SwarmApi {
             replica.clone(),
             liveness,
         ));
+        let orchestrator = tokio::spawn(shoal_manager::orchestrator::run(replica.clone()));
         tracing::info!(node_id = %m.node_id, addr = %m.advertise_addr, "swarm manager up");
         Ok(Active {
             m,
             replica: Some(replica),
-            tasks: vec![agent, monitor],
+            tasks: vec![agent, executor, monitor, orchestrator],
         })
     }
 
@@ -623,7 +638,7 @@ impl SwarmApi {
         }
     }
 
-    async fn active(&self) -> Result<Arc<Active>, Status> {
+    pub(crate) async fn active(&self) -> Result<Arc<Active>, Status> {
         self.active.lock().await.clone().ok_or_else(|| {
             Status::failed_precondition(
                 "this node is not a swarm manager: use \"shoal swarm init\" or \"shoal swarm join\" to connect it to a swarm",
@@ -758,7 +773,7 @@ impl SwarmApi {
     }
 
     /// A node by id, unique id prefix (3+ characters), hostname, or "self".
-    fn find_node(a: &Active, reference: &str) -> Result<Versioned<Node>, Status> {
+    pub(crate) fn find_node(a: &Active, reference: &str) -> Result<Versioned<Node>, Status> {
         let target = if reference == "self" {
             a.m.node_id.clone()
         } else {
@@ -1433,7 +1448,7 @@ fn secs_or(secs: u64, default: Duration) -> Duration {
     }
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
@@ -1441,15 +1456,15 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn internal(e: impl std::fmt::Display) -> Status {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-fn unavailable(e: impl std::fmt::Display) -> Status {
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> Status {
     Status::unavailable(e.to_string())
 }
 
-fn store_status(e: shoal_store::Error) -> Status {
+pub(crate) fn store_status(e: shoal_store::Error) -> Status {
     match e {
         shoal_store::Error::Rejected(r) => Status::aborted(r.to_string()),
         shoal_store::Error::NoLeader(m) => Status::unavailable(m),

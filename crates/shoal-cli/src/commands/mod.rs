@@ -4,6 +4,7 @@ pub mod container;
 pub mod image;
 pub mod manage;
 pub mod network;
+pub mod service;
 pub mod swarm;
 
 pub mod system;

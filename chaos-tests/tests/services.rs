@@ -1,0 +1,166 @@
+//! Services on a real swarm: tasks spread over the nodes and run as containers, heal when a
+//! node dies, scale, and go away with the service.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_chaos_tests::{wait_until, Cluster};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// `svc ps` as (node hostname, desired state, current state) for each task.
+fn tasks(c: &Cluster, from: usize, svc: &str) -> Vec<(String, String, String)> {
+    let out = c.hosts[from].ok(&["service", "ps", svc]);
+    out.lines()
+        .skip(1)
+        .map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // ID NAME IMAGE NODE DESIRED CURRENT…
+            (
+                cols[3].to_string(),
+                cols[4].to_string(),
+                cols[5].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn running_on(c: &Cluster, from: usize, svc: &str) -> Vec<String> {
+    let mut v: Vec<String> = tasks(c, from, svc)
+        .into_iter()
+        .filter(|(_, d, s)| d == "Running" && s == "Running")
+        .map(|(n, _, _)| n)
+        .collect();
+    v.sort();
+    v
+}
+
+/// Containers of the service on host `i`.
+fn containers(c: &Cluster, i: usize, svc: &str) -> usize {
+    c.hosts[i]
+        .ok(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={svc}"),
+        ])
+        .lines()
+        .count()
+}
+
+#[test]
+fn a_replicated_service_spreads_heals_scales_and_goes() {
+    let mut c = Cluster::swarm(1, 2, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 3
+    });
+
+    // Bad input is refused before anything is made.
+    let (_, e) = c.hosts[0].fails(&["service", "create", "--name", "bad name", "busybox"]);
+    assert!(e.contains("invalid service name"), "{e}");
+    let (_, e) = c.hosts[0].fails(&[
+        "service",
+        "create",
+        "--constraint",
+        "node.colour==red",
+        "busybox",
+    ]);
+    assert!(e.contains("invalid constraint"), "{e}");
+    let (_, e) = c.hosts[1].fails(&["service", "ls"]);
+    assert!(e.contains("worker"), "{e}");
+
+    // Without -d the command follows the rollout and ends when it converged.
+    let out = c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    assert!(out.contains("overall progress: 3 out of 3 tasks"), "{out}");
+    assert!(out.contains("converged"), "{out}");
+    assert_eq!(running_on(&c, 0, "web").len(), 3);
+    // Spread: one container per host (the hosts share a hostname, so count on each).
+    for i in 0..3 {
+        assert_eq!(containers(&c, i, "web"), 1, "host {i}");
+    }
+    let ls = c.hosts[0].ok(&["service", "ls"]);
+    assert!(
+        ls.contains("web") && ls.contains("3/3") && ls.contains("replicated"),
+        "{ls}"
+    );
+    let v: Value = serde_json::from_str(&c.hosts[0].ok(&["service", "inspect", "web"])).unwrap();
+    assert!(
+        v[0]["spec"]["task"]["image_id"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("sha256:")),
+        "the image is pinned: {v}"
+    );
+
+    // A worker dies: its task is replaced on the others within three heartbeats and a bit.
+    c.kill9(2);
+    let killed = std::time::Instant::now();
+    wait_until("the lost task runs elsewhere", SETTLE, || {
+        running_on(&c, 0, "web").len() == 3
+            && containers(&c, 0, "web") + containers(&c, 1, "web") == 3
+    });
+    eprintln!("replaced after {:?}", killed.elapsed());
+    let ps = c.hosts[0].ok(&["service", "ps", "web"]);
+    assert!(
+        ps.contains("Orphaned"),
+        "the lost task stays in the history: {ps}"
+    );
+
+    // Scale down to 1: the other containers go.
+    c.hosts[0].ok(&["service", "scale", "web=1"]);
+    wait_until("one task left", SETTLE, || {
+        running_on(&c, 0, "web").len() == 1
+            && containers(&c, 0, "web") + containers(&c, 1, "web") == 1
+    });
+
+    // Removing the service removes its containers everywhere.
+    c.hosts[0].ok(&["service", "rm", "web"]);
+    wait_until("the containers are gone", SETTLE, || {
+        containers(&c, 0, "web") == 0 && containers(&c, 1, "web") == 0
+    });
+    let (_, e) = c.hosts[0].fails(&["service", "inspect", "web"]);
+    assert!(e.contains("no such service"), "{e}");
+}
+
+#[test]
+fn unplaceable_services_say_why_and_the_command_fails() {
+    let c = Cluster::swarm(1, 1, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    let out = c.hosts[0].shoal(&[
+        "service",
+        "create",
+        "--name",
+        "zoned",
+        "--constraint",
+        "node.labels.zone==b",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot converge: no suitable node (2 nodes lack label zone=b)"),
+        "{stderr}"
+    );
+    // Labelling a node lets it run.
+    let worker = c.node_id(1);
+    c.hosts[0].ok(&["node", "update", "--label-add", "zone=b", &worker]);
+    wait_until("the task runs", SETTLE, || {
+        running_on(&c, 0, "zoned").len() == 1
+    });
+}

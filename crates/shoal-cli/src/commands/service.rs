@@ -1,0 +1,700 @@
+//! `shoal service …` (also `shoal svc …`): docker's flags and output.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand};
+use shoal_api::v1 as api;
+
+use crate::client::{connect_services, err};
+use crate::format::table;
+use crate::opts::{parse_cpus, parse_duration, parse_size, HealthArgs};
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    Ls(LsArgs),
+    /// List a service's tasks (with their history).
+    Ps(PsArgs),
+    /// Show services (JSON, or --pretty).
+    Inspect(InspectArgs),
+    /// Remove services (their tasks are stopped).
+    Rm(RmArgs),
+    /// Scale replicated services: SERVICE=REPLICAS…
+    Scale(ScaleArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[arg(long)]
+    name: Option<String>,
+    /// replicated, global, replicated-job or global-job.
+    #[arg(long, default_value = "replicated")]
+    mode: String,
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// replicated-job: tasks at once.
+    #[arg(long = "max-concurrent")]
+    max_concurrent: Option<u64>,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    #[arg(long = "env-file")]
+    env_file: Vec<String>,
+    /// Service labels (key=value).
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    #[arg(long = "container-label")]
+    container_label: Vec<String>,
+    #[arg(long)]
+    mount: Vec<String>,
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    #[arg(long)]
+    constraint: Vec<String>,
+    #[arg(long = "placement-pref")]
+    placement_pref: Vec<String>,
+    #[arg(long = "max-replicas-per-node")]
+    max_replicas_per_node: Option<u64>,
+    #[arg(long = "reserve-cpu")]
+    reserve_cpu: Option<String>,
+    #[arg(long = "reserve-memory")]
+    reserve_memory: Option<String>,
+    #[arg(long = "limit-cpu")]
+    limit_cpu: Option<String>,
+    #[arg(long = "limit-memory")]
+    limit_memory: Option<String>,
+    #[arg(long = "limit-pids")]
+    limit_pids: Option<i64>,
+    /// none, on-failure or any.
+    #[arg(long = "restart-condition")]
+    restart_condition: Option<String>,
+    #[arg(long = "restart-delay")]
+    restart_delay: Option<String>,
+    #[arg(long = "restart-max-attempts")]
+    restart_max_attempts: Option<u64>,
+    #[arg(long = "restart-window")]
+    restart_window: Option<String>,
+    #[arg(long = "stop-grace-period")]
+    stop_grace_period: Option<String>,
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    #[command(flatten)]
+    health: HealthArgs,
+    #[command(flatten)]
+    update: UpdateFlags,
+    #[command(flatten)]
+    rollback: RollbackFlags,
+    /// Return at once instead of waiting for the service to converge.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Print only the id.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+macro_rules! update_flags {
+    ($name:ident, $p:literal) => {
+        #[derive(Args)]
+        pub struct $name {
+            #[arg(long = concat!($p, "-parallelism"), id = concat!($p, "-parallelism"))]
+            parallelism: Option<u64>,
+            #[arg(long = concat!($p, "-delay"), id = concat!($p, "-delay"))]
+            delay: Option<String>,
+            /// pause, continue or rollback.
+            #[arg(long = concat!($p, "-failure-action"), id = concat!($p, "-failure-action"))]
+            failure_action: Option<String>,
+            #[arg(long = concat!($p, "-monitor"), id = concat!($p, "-monitor"))]
+            monitor: Option<String>,
+            #[arg(long = concat!($p, "-max-failure-ratio"), id = concat!($p, "-max-failure-ratio"))]
+            max_failure_ratio: Option<f64>,
+            /// stop-first or start-first.
+            #[arg(long = concat!($p, "-order"), id = concat!($p, "-order"))]
+            order: Option<String>,
+        }
+
+        impl $name {
+            fn config(&self) -> Result<api::UpdateConfig> {
+                Ok(api::UpdateConfig {
+                    parallelism: self.parallelism.unwrap_or(1),
+                    delay_ms: ms(concat!("--", $p, "-delay"), &self.delay)?,
+                    failure_action: self
+                        .failure_action
+                        .clone()
+                        .unwrap_or_else(|| "pause".into()),
+                    monitor_ms: ms(concat!("--", $p, "-monitor"), &self.monitor)?
+                        .max(if self.monitor.is_some() { 0 } else { 5000 }),
+                    max_failure_ratio: self.max_failure_ratio.unwrap_or(0.0),
+                    order: self.order.clone().unwrap_or_else(|| "stop-first".into()),
+                })
+            }
+        }
+    };
+}
+update_flags!(UpdateFlags, "update");
+update_flags!(RollbackFlags, "rollback");
+
+/// A duration flag in milliseconds (0 when absent).
+fn ms(flag: &str, v: &Option<String>) -> Result<u64> {
+    match v {
+        None => Ok(0),
+        Some(s) => {
+            let ns = parse_duration(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}"))?;
+            if ns < 0 {
+                bail!("invalid {flag} {s:?}: it cannot be negative");
+            }
+            Ok((ns / 1_000_000) as u64)
+        }
+    }
+}
+
+fn key_values(flag: &str, items: &[String]) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for l in items {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            bail!("invalid {flag} {l:?}: use key=value");
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+impl CreateArgs {
+    fn spec(&self) -> Result<api::ServiceSpec> {
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            let text = std::fs::read_to_string(f).map_err(|e| anyhow!("--env-file {f}: {e}"))?;
+            env.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        env.extend(self.env.iter().cloned());
+        let cpus = |flag: &str, v: &Option<String>| -> Result<i64> {
+            v.as_deref()
+                .map(|s| parse_cpus(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}")))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let bytes = |flag: &str, v: &Option<String>| -> Result<i64> {
+            v.as_deref()
+                .map(|s| parse_size(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}")))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let replicated = self.mode == "replicated" || self.mode == "replicated-job";
+        if !replicated && self.replicas.is_some() {
+            bail!("--replicas can only be used with replicated or replicated-job mode");
+        }
+        Ok(api::ServiceSpec {
+            // Empty: the manager picks a name, as docker does.
+            name: self.name.clone().unwrap_or_default(),
+            labels: key_values("--label", &self.label)?,
+            mode: self.mode.clone(),
+            replicas: if replicated {
+                self.replicas.unwrap_or(1)
+            } else {
+                0
+            },
+            max_concurrent: self.max_concurrent.unwrap_or(0),
+            task: Some(api::TaskSpec {
+                image: self.image.clone(),
+                image_id: String::new(),
+                entrypoint: self
+                    .entrypoint
+                    .as_deref()
+                    .map(|e| e.split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default(),
+                args: self.command.clone(),
+                env,
+                workdir: self.workdir.clone().unwrap_or_default(),
+                user: self.user.clone().unwrap_or_default(),
+                hostname: self.hostname.clone().unwrap_or_default(),
+                container_labels: key_values("--container-label", &self.container_label)?,
+                mounts: self
+                    .mount
+                    .iter()
+                    .map(|m| crate::mountspec::parse_mount(m))
+                    .collect::<Result<_>>()?,
+                placement: Some(api::Placement {
+                    constraints: self.constraint.clone(),
+                    preferences: self.placement_pref.clone(),
+                    max_replicas_per_node: self.max_replicas_per_node.unwrap_or(0),
+                }),
+                resources: Some(api::Resources {
+                    limit_nano_cpus: cpus("--limit-cpu", &self.limit_cpu)?,
+                    limit_memory: bytes("--limit-memory", &self.limit_memory)?,
+                    limit_pids: self.limit_pids.unwrap_or(0),
+                    reserve_nano_cpus: cpus("--reserve-cpu", &self.reserve_cpu)?,
+                    reserve_memory: bytes("--reserve-memory", &self.reserve_memory)?,
+                }),
+                restart: Some(api::TaskRestartPolicy {
+                    condition: self
+                        .restart_condition
+                        .clone()
+                        .unwrap_or_else(|| "any".into()),
+                    delay_ms: if self.restart_delay.is_some() {
+                        ms("--restart-delay", &self.restart_delay)?
+                    } else {
+                        5000
+                    },
+                    max_attempts: self.restart_max_attempts.unwrap_or(0),
+                    window_ms: ms("--restart-window", &self.restart_window)?,
+                }),
+                stop_grace_period_ms: ms("--stop-grace-period", &self.stop_grace_period)?,
+                stop_signal: self.stop_signal.clone().unwrap_or_default(),
+                healthcheck: self.health.healthcheck()?,
+            }),
+            update: Some(self.update.config()?),
+            rollback: Some(self.rollback.config()?),
+        })
+    }
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// table or json.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// desired-state=running|shutdown|accepted, node=NODE
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    #[arg(required = true)]
+    services: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(long)]
+    pretty: bool,
+    #[arg(required = true)]
+    services: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    services: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ScaleArgs {
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(required = true)]
+    scales: Vec<String>,
+}
+
+pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
+    let mut client = connect_services(host).await?;
+    match c {
+        ServiceCommand::Create(a) => {
+            let spec = a.spec()?;
+            let s = client
+                .create_service(api::CreateServiceRequest { spec: Some(spec) })
+                .await
+                .map_err(err)?
+                .into_inner();
+            println!("{}", s.id);
+            if !a.detach {
+                return progress(&mut client, &s.id, a.quiet).await;
+            }
+        }
+        ServiceCommand::Ls(a) => {
+            let json = match a.format.as_deref() {
+                None | Some("table") => false,
+                Some("json") | Some("{{json .}}") => true,
+                Some(other) => bail!("unsupported --format {other:?}: use table or json"),
+            };
+            let list = client
+                .list_services(api::ListServicesRequest {})
+                .await
+                .map_err(err)?
+                .into_inner()
+                .services;
+            if a.quiet {
+                for s in &list {
+                    println!("{}", short(&s.id));
+                }
+            } else if json {
+                for s in &list {
+                    println!("{}", serde_json::to_string(s)?);
+                }
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|s| {
+                        let spec = s.spec.clone().unwrap_or_default();
+                        let task = spec.task.clone().unwrap_or_default();
+                        let mode = if spec.mode.is_empty() {
+                            "replicated".into()
+                        } else {
+                            spec.mode.clone()
+                        };
+                        vec![
+                            short(&s.id).into(),
+                            spec.name.clone(),
+                            mode,
+                            format!("{}/{}", s.running, s.desired),
+                            task.image.clone(),
+                            String::new(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
+                );
+            }
+        }
+        ServiceCommand::Ps(a) => {
+            let mut desired = String::new();
+            let mut node = String::new();
+            for f in &a.filter {
+                match f.split_once('=') {
+                    Some(("desired-state", v)) => desired = v.to_string(),
+                    Some(("node", v)) => node = v.to_string(),
+                    _ => bail!("invalid filter {f:?}: use desired-state=STATE or node=NODE"),
+                }
+            }
+            let r = client
+                .list_tasks(api::ListTasksRequest {
+                    services: a.services.clone(),
+                    node,
+                    desired_state: desired,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            if a.quiet {
+                for t in &r.tasks {
+                    println!(
+                        "{}",
+                        if a.no_trunc {
+                            t.id.as_str()
+                        } else {
+                            short(&t.id)
+                        }
+                    );
+                }
+                return Ok(0);
+            }
+            print!("{}", task_table(&r, a.no_trunc));
+        }
+        ServiceCommand::Inspect(a) => {
+            let mut out = Vec::new();
+            for s in &a.services {
+                out.push(
+                    client
+                        .inspect_service(api::ServiceRef { id: s.clone() })
+                        .await
+                        .map_err(err)?
+                        .into_inner(),
+                );
+            }
+            if a.pretty {
+                for s in &out {
+                    print!("{}", pretty(s));
+                }
+            } else {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+        }
+        ServiceCommand::Rm(a) => {
+            let mut failed = false;
+            for s in &a.services {
+                match client
+                    .remove_service(api::ServiceRef { id: s.clone() })
+                    .await
+                {
+                    Ok(_) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("shoal: {}", err(e));
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(i32::from(failed));
+        }
+        ServiceCommand::Scale(a) => {
+            let mut parsed = Vec::new();
+            for s in &a.scales {
+                let (name, n) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("invalid scale {s:?}: use SERVICE=REPLICAS"))?;
+                let n: u64 = n
+                    .parse()
+                    .map_err(|_| anyhow!("invalid replicas in {s:?}: use a whole number"))?;
+                parsed.push((name.to_string(), n));
+            }
+            let mut failed = false;
+            for (name, n) in parsed {
+                match client
+                    .scale_service(api::ScaleServiceRequest {
+                        id: name.clone(),
+                        replicas: n,
+                    })
+                    .await
+                {
+                    Ok(s) => {
+                        println!("{name} scaled to {n}");
+                        if !a.detach && progress(&mut client, &s.into_inner().id, false).await? != 0
+                        {
+                            failed = true;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("shoal: {}", err(e));
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(i32::from(failed));
+        }
+    }
+    Ok(0)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn task_table(r: &api::ListTasksResponse, no_trunc: bool) -> String {
+    let now = chrono::Utc::now();
+    let rows: Vec<Vec<String>> = r
+        .tasks
+        .iter()
+        .map(|t| {
+            let st = t.status.clone().unwrap_or_default();
+            let service = r
+                .service_names
+                .get(&t.service_id)
+                .cloned()
+                .unwrap_or_else(|| t.service_id.clone());
+            let name = if t.slot > 0 {
+                format!("{service}.{}", t.slot)
+            } else {
+                format!("{service}.{}", short(&t.node_id))
+            };
+            let since = chrono::DateTime::parse_from_rfc3339(&st.timestamp)
+                .map(|ts| human_ago(now.signed_duration_since(ts.with_timezone(&chrono::Utc))))
+                .unwrap_or_default();
+            let mut error = if st.err.is_empty() && st.state == "pending" {
+                st.message.clone()
+            } else {
+                st.err.clone()
+            };
+            if !no_trunc && error.chars().count() > 60 {
+                error = error.chars().take(57).collect::<String>() + "...";
+            }
+            vec![
+                if no_trunc {
+                    t.id.clone()
+                } else {
+                    short(&t.id).to_string()
+                },
+                name,
+                t.spec.as_ref().map(|s| s.image.clone()).unwrap_or_default(),
+                r.node_names.get(&t.node_id).cloned().unwrap_or_default(),
+                title(&t.desired_state),
+                format!("{} {since}", title(&st.state)),
+                error,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID",
+            "NAME",
+            "IMAGE",
+            "NODE",
+            "DESIRED STATE",
+            "CURRENT STATE",
+            "ERROR",
+        ],
+        &rows,
+    )
+}
+
+fn title(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().collect::<String>() + c.as_str())
+        .unwrap_or_default()
+}
+
+fn human_ago(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=1 => "less than a second ago".into(),
+        2..=59 => format!("{s} seconds ago"),
+        60..=3599 => format!("{} minutes ago", s / 60),
+        _ => format!("{} hours ago", s / 3600),
+    }
+}
+
+fn pretty(s: &api::ServiceInfo) -> String {
+    let spec = s.spec.clone().unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let mut out = format!("\nID:\t\t{}\nName:\t\t{}\n", s.id, spec.name);
+    let mode = if spec.mode.is_empty() {
+        "replicated"
+    } else {
+        spec.mode.as_str()
+    };
+    out += &format!("Service Mode:\t{}\n", title(mode));
+    if mode == "replicated" {
+        out += &format!(" Replicas:\t{}\n", spec.replicas);
+    }
+    if let Some(u) = &s.update_status {
+        out += &format!(
+            "UpdateStatus:\n State:\t\t{}\n Message:\t{}\n",
+            u.state, u.message
+        );
+    }
+    if let Some(p) = &task.placement {
+        if !p.constraints.is_empty() {
+            out += &format!("Placement:\n Constraints:\t{:?}\n", p.constraints);
+        }
+    }
+    out += &format!("ContainerSpec:\n Image:\t\t{}\n", task.image);
+    if !task.image_id.is_empty() {
+        out += &format!(" Image ID:\t{}\n", task.image_id);
+    }
+    if !task.args.is_empty() {
+        out += &format!(" Args:\t\t{}\n", task.args.join(" "));
+    }
+    out
+}
+
+/// Follow the service until every wanted task runs (docker's progress display): exit 0
+/// when converged, 1 with the reason when it cannot converge.
+async fn progress(
+    client: &mut api::services_client::ServicesClient<tonic::transport::Channel>,
+    id: &str,
+    quiet: bool,
+) -> Result<i32> {
+    let started = Instant::now();
+    let mut stuck_since: Option<Instant> = None;
+    let mut last = String::new();
+    loop {
+        let s = client
+            .inspect_service(api::ServiceRef { id: id.into() })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let r = client
+            .list_tasks(api::ListTasksRequest {
+                services: vec![id.into()],
+                node: String::new(),
+                desired_state: "running".into(),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let mut slots: BTreeMap<String, (String, String)> = BTreeMap::new();
+        for t in &r.tasks {
+            let key = if t.slot > 0 {
+                format!("{:>3}", t.slot)
+            } else {
+                short(&t.node_id).to_string()
+            };
+            let st = t.status.clone().unwrap_or_default();
+            slots.entry(key).or_insert((
+                st.state.clone(),
+                if st.err.is_empty() {
+                    st.message
+                } else {
+                    st.err
+                },
+            ));
+        }
+        let text = {
+            let mut t = format!(
+                "overall progress: {} out of {} tasks\n",
+                s.running, s.desired
+            );
+            for (k, (state, msg)) in &slots {
+                let bar = bar(state);
+                let extra = if state == "pending" || state == "rejected" || state == "failed" {
+                    format!(" {msg}")
+                } else {
+                    String::new()
+                };
+                t += &format!("{k}/{}: {state:<10} {bar}{extra}\n", s.desired);
+            }
+            t
+        };
+        if !quiet && text != last {
+            print!("{text}");
+            last = text;
+        }
+        if s.running == s.desired && slots.values().all(|(st, _)| st == "running") {
+            if !quiet {
+                println!("verify: Service {id} converged");
+            }
+            return Ok(0);
+        }
+        // Tasks no node can take do not get better by waiting: say why and stop.
+        let unplaceable = slots
+            .values()
+            .find(|(st, msg)| st == "pending" && msg.starts_with("no suitable node"));
+        match (unplaceable, stuck_since) {
+            (Some((_, msg)), Some(t)) if t.elapsed() > Duration::from_secs(3) => {
+                eprintln!("shoal: service {id} cannot converge: {msg}");
+                return Ok(1);
+            }
+            (Some(_), None) => stuck_since = Some(Instant::now()),
+            (None, _) => stuck_since = None,
+            _ => {}
+        }
+        let _ = started;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn bar(state: &str) -> &'static str {
+    match crate::commands::service::stage(state) {
+        0 => "[>                                                 ]",
+        1 => "[=========>                                        ]",
+        2 => "[===================>                              ]",
+        3 => "[=============================>                    ]",
+        4 => "[=======================================>          ]",
+        _ => "[==================================================>]",
+    }
+}
+
+fn stage(state: &str) -> u8 {
+    match state {
+        "new" | "pending" => 0,
+        "assigned" => 1,
+        "accepted" | "preparing" => 2,
+        "ready" => 3,
+        "starting" => 4,
+        _ => 5,
+    }
+}

@@ -1,0 +1,312 @@
+//! The agent's executor: runs this node's tasks as containers through the engine.
+//!
+//! It holds an `Assignments` stream from a manager (moving on to the next manager when one
+//! fails) and reconciles the node to it — on every new set and once a second, to notice
+//! containers that exited: a task wanted running gets a container (labelled with docker's
+//! `com.docker.swarm.*` labels, so after a daemon restart the container is found again
+//! rather than started twice), a task wanted shut down has its container stopped, a task
+//! wanted removed (or no longer assigned) has it removed. What it sees is reported in
+//! batches with `UpdateTaskStatus`; statuses only move forward, so re-sending is harmless.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use shoal_api::v1 as api;
+use shoal_api::ContainerStatus;
+use shoal_engine::Engine;
+use tokio_stream::StreamExt;
+
+type NodeCaClient = api::node_ca_client::NodeCaClient<tonic::transport::Channel>;
+
+const TASK_LABEL: &str = "com.docker.swarm.task.id";
+
+pub struct Executor {
+    pub node_id: String,
+    pub managers: Vec<String>,
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
+    pub engine: Engine,
+}
+
+fn now() -> String {
+    crate::swarm::now()
+}
+
+fn status(state: &str, message: &str) -> api::TaskStatus {
+    api::TaskStatus {
+        state: state.into(),
+        message: message.into(),
+        timestamp: now(),
+        ..Default::default()
+    }
+}
+
+/// Run until aborted.
+pub async fn run(ex: Executor) {
+    let mut next = 0usize;
+    // What this node last reported per task, to send only changes.
+    let mut reported: HashMap<String, api::TaskStatus> = HashMap::new();
+    loop {
+        if ex.managers.is_empty() {
+            return;
+        }
+        let addr = ex.managers[next % ex.managers.len()].clone();
+        next += 1;
+        let mut client = match shoal_manager::join::client(&addr, &ex.ca, &ex.cert, &ex.key).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(node_id = %ex.node_id, manager = %addr, error = %e, "assignments: cannot connect");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let mut stream = match client.assignments(api::AssignmentsRequest {}).await {
+            Ok(s) => s.into_inner(),
+            Err(e) => {
+                tracing::debug!(manager = %addr, error = %e.message(), "assignments refused");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        // A new session: the manager may have missed reports.
+        reported.clear();
+        let mut tasks: Vec<api::Task> = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(Ok(m)) => tasks = m.tasks,
+                    Some(Err(e)) => {
+                        tracing::debug!(manager = %addr, error = %e.message(), "assignments stream ended");
+                        break;
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {}
+            }
+            let updates = reconcile(&ex.engine, &tasks, &mut reported).await;
+            if !updates.is_empty() {
+                report(&mut client, updates).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn report(client: &mut NodeCaClient, updates: Vec<api::TaskStatusUpdate>) {
+    match client
+        .update_task_status(api::UpdateTaskStatusRequest { updates })
+        .await
+    {
+        Ok(r) => {
+            for why in r.into_inner().refused {
+                tracing::debug!(why = %why, "task status refused");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e.message(), "task status not delivered"),
+    }
+}
+
+/// Bring the node's containers in line with `tasks`; the status changes to report.
+async fn reconcile(
+    engine: &Engine,
+    tasks: &[api::Task],
+    reported: &mut HashMap<String, api::TaskStatus>,
+) -> Vec<api::TaskStatusUpdate> {
+    let mut updates = Vec::new();
+    let mut say =
+        |t: &api::Task, st: api::TaskStatus, reported: &mut HashMap<String, api::TaskStatus>| {
+            let same = reported.get(&t.id).is_some_and(|r| {
+                r.state == st.state && r.err == st.err && r.container_id == st.container_id
+            });
+            if !same {
+                reported.insert(t.id.clone(), st.clone());
+                updates.push(api::TaskStatusUpdate {
+                    task_id: t.id.clone(),
+                    status: Some(st),
+                });
+            }
+        };
+    // Our containers, by task.
+    let containers: HashMap<String, api::ContainerSummary> = engine
+        .list(true)
+        .into_iter()
+        .filter_map(|c| c.labels.get(TASK_LABEL).cloned().map(|t| (t, c)))
+        .collect();
+    let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+
+    for t in tasks {
+        let current = t.status.clone().unwrap_or_default();
+        let container = containers.get(&t.id);
+        match t.desired_state.as_str() {
+            "running" => match container {
+                None if shoal_manager::service::is_terminal(&current.state) => {}
+                None if current.state == "running" || current.state == "starting" => {
+                    // Reported running, but the container is gone (removed behind our back,
+                    // or lost with the host): the task failed.
+                    let mut st = status("failed", "the task's container is gone");
+                    st.err = "container vanished".into();
+                    say(t, st, reported);
+                }
+                None => {
+                    let st = start(engine, t).await;
+                    say(t, st, reported);
+                }
+                Some(c) => {
+                    let state = c.state.clone().unwrap_or_default();
+                    let st = match state.status() {
+                        ContainerStatus::Running => {
+                            let mut s = status("running", "started");
+                            s.container_id = c.id.clone();
+                            s
+                        }
+                        ContainerStatus::Exited | ContainerStatus::Dead => {
+                            let code = state.exit_code;
+                            let mut s = if code == 0 {
+                                status("complete", "finished")
+                            } else {
+                                status("failed", "task: non-zero exit")
+                            };
+                            s.exit_code = i64::from(code);
+                            s.container_id = c.id.clone();
+                            if code != 0 {
+                                s.err = if state.oom_killed {
+                                    format!("task: non-zero exit ({code}): out of memory")
+                                } else if !state.error.is_empty() {
+                                    state.error.clone()
+                                } else {
+                                    format!("task: non-zero exit ({code})")
+                                };
+                            }
+                            s
+                        }
+                        _ => continue,
+                    };
+                    // Keep the timestamp of the first report of this state.
+                    if reported.get(&t.id).is_some_and(|r| r.state == st.state) {
+                        continue;
+                    }
+                    say(t, st, reported);
+                }
+            },
+            desired => {
+                if let Some(c) = container {
+                    let running = c
+                        .state
+                        .as_ref()
+                        .is_some_and(|s| s.status() == ContainerStatus::Running);
+                    if running {
+                        let grace = t.spec.as_ref().map_or(10, |s| {
+                            if s.stop_grace_period_ms == 0 {
+                                10
+                            } else {
+                                (s.stop_grace_period_ms / 1000).max(1) as i32
+                            }
+                        });
+                        if let Err(e) = engine.stop(&c.id, Some(grace)).await {
+                            tracing::debug!(task = %t.id, error = %e, "stopping a task's container");
+                        }
+                    }
+                    if desired == "remove" {
+                        let _ = engine.remove(&c.id, true, false).await;
+                    }
+                }
+                if !shoal_manager::service::is_terminal(&current.state) {
+                    let mut st = status("shutdown", "shut down");
+                    if let Some(c) = container {
+                        st.container_id = c.id.clone();
+                    }
+                    say(t, st, reported);
+                }
+            }
+        }
+    }
+    // Containers of tasks this node no longer has: gone.
+    for (task, c) in &containers {
+        if !assigned.contains(task.as_str()) {
+            let _ = engine.remove(&c.id, true, false).await;
+        }
+    }
+    updates
+}
+
+/// Prepare, create and start a task's container; the status to report.
+async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
+    let spec = t.spec.clone().unwrap_or_default();
+    let image = if spec.image_id.is_empty() {
+        spec.image.clone()
+    } else {
+        spec.image_id.clone()
+    };
+    if engine.image(&image).await.is_err() {
+        let mut st = status("rejected", "preparing");
+        st.err = format!(
+            "image {} is not on this node: load it here with \"shoal image load\" (swarm-wide images come later)",
+            spec.image
+        );
+        return st;
+    }
+    let resources = spec.resources.unwrap_or_default();
+    let mut labels = spec.container_labels.clone();
+    labels.insert("com.docker.swarm.service.id".into(), t.service_id.clone());
+    labels.insert(
+        "com.docker.swarm.service.name".into(),
+        t.service_name.clone(),
+    );
+    labels.insert(TASK_LABEL.into(), t.id.clone());
+    labels.insert("com.docker.swarm.task.slot".into(), t.slot.to_string());
+    labels.insert("com.docker.swarm.node.id".into(), t.node_id.clone());
+    let name = if t.slot > 0 {
+        format!("{}.{}.{}", t.service_name, t.slot, t.id)
+    } else {
+        format!("{}.{}.{}", t.service_name, t.node_id, t.id)
+    };
+    labels.insert("com.docker.swarm.task.name".into(), name.clone());
+    let req = shoal_engine::CreateRequest {
+        name,
+        config: api::ContainerConfig {
+            hostname: spec.hostname.clone(),
+            user: spec.user.clone(),
+            env: spec.env.clone(),
+            cmd: (!spec.args.is_empty()).then(|| api::StringList {
+                values: spec.args.clone(),
+            }),
+            entrypoint: (!spec.entrypoint.is_empty()).then(|| api::StringList {
+                values: spec.entrypoint.clone(),
+            }),
+            image: image.clone(),
+            working_dir: spec.workdir.clone(),
+            labels,
+            stop_signal: spec.stop_signal.clone(),
+            healthcheck: spec.healthcheck.clone(),
+            ..Default::default()
+        },
+        host_config: api::HostConfig {
+            memory: resources.limit_memory,
+            nano_cpus: resources.limit_nano_cpus,
+            pids_limit: resources.limit_pids,
+            mounts: spec.mounts.clone(),
+            ..Default::default()
+        },
+        ip: String::new(),
+        aliases: Vec::new(),
+    };
+    let (id, _warnings) = match engine.create(req).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut st = status("rejected", "creating the container");
+            st.err = e.to_string();
+            return st;
+        }
+    };
+    if let Err(e) = engine.start(&id).await {
+        let mut st = status("failed", "starting the container");
+        st.err = e.to_string();
+        st.container_id = id;
+        return st;
+    }
+    let mut st = status("running", "started");
+    st.container_id = id;
+    st
+}

@@ -1,0 +1,289 @@
+//! `shoal service …` on a manager: services and their tasks in the swarm's store. The
+//! leader's control loop (`shoal_manager::orchestrator`) makes the tasks; this only records
+//! what the user wants and reports what is.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use shoal_api::v1 as api;
+use shoal_api::v1::services_server::{Services, ServicesServer};
+use shoal_engine::Engine;
+use shoal_manager::ids::random_id;
+use shoal_manager::objects::Node;
+use shoal_manager::service::{mode, validate, Service, Task};
+use shoal_store::table::{create, delete, update};
+use shoal_store::Versioned;
+use tonic::{Request, Response, Status};
+
+use crate::swarm::{internal, now, store_status, unavailable, Active, SwarmApi};
+
+pub struct ServicesApi {
+    swarm: Arc<SwarmApi>,
+    engine: Engine,
+}
+
+pub fn service(swarm: Arc<SwarmApi>, engine: Engine) -> ServicesServer<ServicesApi> {
+    ServicesServer::new(ServicesApi { swarm, engine })
+}
+
+impl ServicesApi {
+    /// This node's part in the swarm, if it is a manager that can read (a linearizable
+    /// read: what it shows is at least as new as any acknowledged write).
+    async fn manager(&self) -> Result<Arc<Active>, Status> {
+        let a = self.swarm.active().await?;
+        a.r()?.read_barrier().await.map_err(unavailable)?;
+        Ok(a)
+    }
+
+    fn find_service(a: &Active, reference: &str) -> Result<Versioned<Service>, Status> {
+        let services = a.r()?.state().list_obj::<Service>().map_err(internal)?;
+        if let Some(s) = services
+            .iter()
+            .find(|s| s.object.id == reference || s.object.spec.name == reference)
+        {
+            return Ok(s.clone());
+        }
+        let found: Vec<_> = services
+            .into_iter()
+            .filter(|s| reference.len() >= 3 && s.object.id.starts_with(reference))
+            .collect();
+        match found.len() {
+            0 => Err(Status::not_found(format!("no such service: {reference}"))),
+            1 => Ok(found.into_iter().next().expect("one")),
+            n => Err(Status::failed_precondition(format!(
+                "service {reference} is ambiguous ({n} matches): use a longer id or the name"
+            ))),
+        }
+    }
+
+    fn info(s: &Versioned<Service>, tasks: &[Versioned<Task>]) -> api::ServiceInfo {
+        let mine = tasks
+            .iter()
+            .filter(|t| t.object.0.service_id == s.object.id);
+        let running = mine
+            .clone()
+            .filter(|t| {
+                t.object.0.desired_state == "running"
+                    && t.object
+                        .0
+                        .status
+                        .as_ref()
+                        .is_some_and(|st| st.state == "running")
+            })
+            .count() as u64;
+        let desired = match mode(&s.object.spec) {
+            "replicated" | "replicated-job" => s.object.spec.replicas,
+            _ => mine
+                .filter(|t| t.object.0.desired_state == "running")
+                .count() as u64,
+        };
+        api::ServiceInfo {
+            id: s.object.id.clone(),
+            version: s.version,
+            created_at: s.object.created_at.clone(),
+            updated_at: s.object.updated_at.clone(),
+            spec: Some(s.object.spec.clone()),
+            previous_spec: s.object.previous_spec.clone(),
+            update_status: s.object.update_status.clone(),
+            running,
+            desired,
+        }
+    }
+
+    /// The image's id on this manager, so every node runs the same content; empty when the
+    /// image is not here (the nodes then resolve the name themselves).
+    async fn resolve_image(&self, reference: &str) -> String {
+        self.engine
+            .image(reference)
+            .await
+            .map(|i| i.id)
+            .unwrap_or_default()
+    }
+}
+
+#[tonic::async_trait]
+impl Services for ServicesApi {
+    async fn create_service(
+        &self,
+        request: Request<api::CreateServiceRequest>,
+    ) -> Result<Response<api::ServiceInfo>, Status> {
+        let mut spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("no service spec"))?;
+        if spec.name.is_empty() {
+            spec.name = shoal_engine::names::random_name();
+        }
+        validate(&spec).map_err(Status::invalid_argument)?;
+        let a = self.manager().await?;
+        if let Some(task) = spec.task.as_mut() {
+            task.image_id = self.resolve_image(&task.image).await;
+        }
+        let stamp = now();
+        let service = Service {
+            id: random_id(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            created_at: stamp.clone(),
+            updated_at: stamp,
+            update_status: None,
+        };
+        let version = a
+            .r()?
+            .write(vec![create(&service).map_err(internal)?])
+            .await
+            .map_err(|e| match e {
+                shoal_store::Error::Rejected(shoal_store::Rejection::Duplicate { .. }) => {
+                    Status::already_exists(format!(
+                        "service name {:?} is already in use: choose another --name, or update that service",
+                        service.spec.name
+                    ))
+                }
+                other => store_status(other),
+            })?;
+        tracing::info!(service = %service.spec.name, id = %service.id, "service created");
+        let v = Versioned {
+            version,
+            created: version,
+            object: service,
+        };
+        Ok(Response::new(Self::info(&v, &[])))
+    }
+
+    async fn list_services(
+        &self,
+        _request: Request<api::ListServicesRequest>,
+    ) -> Result<Response<api::ListServicesResponse>, Status> {
+        let a = self.manager().await?;
+        let sm = a.r()?.state();
+        let tasks = sm.list_obj::<Task>().map_err(internal)?;
+        let mut services: Vec<api::ServiceInfo> = sm
+            .list_obj::<Service>()
+            .map_err(internal)?
+            .iter()
+            .map(|s| Self::info(s, &tasks))
+            .collect();
+        services.sort_by(|x, y| {
+            let name = |s: &api::ServiceInfo| s.spec.as_ref().map(|sp| sp.name.clone());
+            name(x).cmp(&name(y))
+        });
+        Ok(Response::new(api::ListServicesResponse { services }))
+    }
+
+    async fn inspect_service(
+        &self,
+        request: Request<api::ServiceRef>,
+    ) -> Result<Response<api::ServiceInfo>, Status> {
+        let a = self.manager().await?;
+        let s = Self::find_service(&a, &request.into_inner().id)?;
+        let sm = a.r()?.state();
+        let tasks = sm
+            .find_obj::<Task>("service", &s.object.id)
+            .map_err(internal)?;
+        Ok(Response::new(Self::info(&s, &tasks)))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<api::ServiceRef>,
+    ) -> Result<Response<api::RemoveServiceResponse>, Status> {
+        let a = self.manager().await?;
+        let s = Self::find_service(&a, &request.into_inner().id)?;
+        a.r()?
+            .write(vec![delete::<Service>(&s.object.id, None)])
+            .await
+            .map_err(store_status)?;
+        tracing::info!(service = %s.object.spec.name, "service removed");
+        Ok(Response::new(api::RemoveServiceResponse {
+            id: s.object.id,
+        }))
+    }
+
+    async fn scale_service(
+        &self,
+        request: Request<api::ScaleServiceRequest>,
+    ) -> Result<Response<api::ServiceInfo>, Status> {
+        let req = request.into_inner();
+        let a = self.manager().await?;
+        for _ in 0..5 {
+            let mut s = Self::find_service(&a, &req.id)?;
+            if mode(&s.object.spec) != "replicated" {
+                return Err(Status::failed_precondition(format!(
+                    "service {} is {}: only replicated services can be scaled",
+                    s.object.spec.name,
+                    mode(&s.object.spec)
+                )));
+            }
+            s.object.spec.replicas = req.replicas;
+            s.object.updated_at = now();
+            match a
+                .r()?
+                .write(vec![update(&s.object, s.version).map_err(internal)?])
+                .await
+            {
+                Ok(v) => {
+                    s.version = v;
+                    return Ok(Response::new(Self::info(&s, &[])));
+                }
+                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
+                    a.r()?.read_barrier().await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        Err(Status::aborted("the service kept changing: try again"))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<api::ListTasksRequest>,
+    ) -> Result<Response<api::ListTasksResponse>, Status> {
+        let req = request.into_inner();
+        let a = self.manager().await?;
+        let sm = a.r()?.state();
+        let mut services = HashMap::new();
+        for s in sm.list_obj::<Service>().map_err(internal)? {
+            services.insert(s.object.id.clone(), s.object.spec.name.clone());
+        }
+        let wanted: Vec<String> = req
+            .services
+            .iter()
+            .map(|r| Self::find_service(&a, r).map(|s| s.object.id))
+            .collect::<Result<_, _>>()?;
+        let node = if req.node.is_empty() {
+            None
+        } else {
+            Some(SwarmApi::find_node(&a, &req.node)?.object.id)
+        };
+        let mut tasks: Vec<api::Task> = sm
+            .list_obj::<Task>()
+            .map_err(internal)?
+            .into_iter()
+            .map(|t| t.object.0)
+            .filter(|t| wanted.is_empty() || wanted.contains(&t.service_id))
+            .filter(|t| node.as_ref().is_none_or(|n| t.node_id == *n))
+            .filter(|t| req.desired_state.is_empty() || t.desired_state == req.desired_state)
+            .collect();
+        // docker's order: by service, slot (or node), newest first.
+        tasks.sort_by(|x, y| {
+            (&x.service_id, x.slot, &x.node_id, &y.created_at).cmp(&(
+                &y.service_id,
+                y.slot,
+                &y.node_id,
+                &x.created_at,
+            ))
+        });
+        let node_names = sm
+            .list_obj::<Node>()
+            .map_err(internal)?
+            .into_iter()
+            .map(|n| (n.object.id, n.object.hostname))
+            .collect();
+        Ok(Response::new(api::ListTasksResponse {
+            tasks,
+            node_names,
+            service_names: services,
+        }))
+    }
+}
