@@ -164,3 +164,98 @@ fn unplaceable_services_say_why_and_the_command_fails() {
         running_on(&c, 0, "zoned").len() == 1
     });
 }
+
+/// Images of the running tasks, from `svc ps` (desired Running, current Running).
+fn running_images(c: &Cluster, svc: &str) -> Vec<String> {
+    let out = c.hosts[0].ok(&["service", "ps", svc]);
+    let mut v: Vec<String> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols[4] == "Running" && cols[5] == "Running")
+        .map(|cols| cols[2].to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn rolling_updates_roll_back_and_keep_the_running_count() {
+    let c = Cluster::swarm(1, 2, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+        d.ok(&["tag", "busybox", "busybox:v2"]);
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 3
+    });
+    c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--update-parallelism",
+        "1",
+        "--update-monitor",
+        "1s",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+
+    // stop-first, parallelism 1: while it rolls, 2 or 3 tasks run, never more, never fewer.
+    c.hosts[0].ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    wait_until("the update completes", Duration::from_secs(60), || {
+        let n: usize = (0..3).map(|i| containers(&c, i, "web")).sum();
+        lo = lo.min(n);
+        hi = hi.max(n);
+        let v: Value =
+            serde_json::from_str(&c.hosts[0].ok(&["service", "inspect", "web"])).unwrap();
+        v[0]["update_status"]["state"] == "completed"
+    });
+    assert!(
+        lo >= 2 && hi <= 3,
+        "running containers stayed within 2..=3: {lo}..={hi}"
+    );
+    assert_eq!(running_images(&c, "web"), ["busybox:v2"; 3]);
+
+    // A manual rollback goes back to the previous spec everywhere.
+    let out = c.hosts[0].shoal(&["service", "rollback", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(running_images(&c, "web"), ["busybox"; 3]);
+
+    // An update whose tasks fail is rolled back by itself (failure action rollback), and
+    // the command says so and fails.
+    let out = c.hosts[0].shoal(&[
+        "service",
+        "update",
+        "--args",
+        "false",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "2s",
+        "web",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    wait_until("the old tasks run again", SETTLE, || {
+        running_images(&c, "web").len() == 3
+    });
+    let v: Value = serde_json::from_str(&c.hosts[0].ok(&["service", "inspect", "web"])).unwrap();
+    assert_eq!(
+        v[0]["spec"]["task"]["args"],
+        serde_json::json!(["sleep", "3600"])
+    );
+    assert_eq!(v[0]["update_status"]["state"], "rollback_completed");
+}

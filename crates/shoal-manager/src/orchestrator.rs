@@ -25,6 +25,8 @@ pub enum Change {
     Create(Task),
     Update(Task, u64),
     Delete(String, u64),
+    /// A service's update status (or, for an automatic rollback, its spec).
+    Service(Box<Service>, u64),
 }
 
 impl Change {
@@ -34,6 +36,7 @@ impl Change {
             Change::Create(t) => create(t),
             Change::Update(t, v) => update(t, *v),
             Change::Delete(id, v) => Ok(delete::<Task>(id, Some(*v))),
+            Change::Service(s, v) => update(s.as_ref(), *v),
         }
     }
 }
@@ -130,8 +133,10 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
             orphaned.insert(task.id.as_str(), true);
         }
     }
+    // A task counts while it is wanted (running, or ready to start once the task it
+    // replaces has stopped) and not over.
     let live = |t: &api::Task| {
-        t.desired_state == "running"
+        (t.desired_state == "running" || t.desired_state == "ready")
             && !is_terminal(status(t))
             && !orphaned.contains_key(t.id.as_str())
     };
@@ -196,6 +201,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                         new_tasks.push(make(slot, ""));
                     }
                 }
+                rolling_update(s, &slots, &live, w.now, &mut new_tasks, &mut out, &make);
                 // Scale down: the highest slots go.
                 for (slot, in_slot) in slots.range(wanted + 1..) {
                     let _ = slot;
@@ -311,6 +317,212 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
         }
     }
     out
+}
+
+fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Roll a replicated service's slots whose live task runs an older spec: in batches of
+/// `parallelism`, each batch once the previous one has run for `monitor` and `delay` has
+/// passed since; stop-first (the old task stops as the new one is made) or start-first
+/// (the old one stops once the new one runs); failures beyond `max_failure_ratio` pause,
+/// continue or roll back. All of it is read from the store (task versions, statuses and
+/// times), so a new leader carries on where the last one was.
+#[allow(clippy::too_many_arguments)]
+fn rolling_update(
+    s: &Versioned<Service>,
+    slots: &BTreeMap<u64, Vec<&Versioned<Task>>>,
+    live: &dyn Fn(&api::Task) -> bool,
+    now: chrono::DateTime<chrono::Utc>,
+    new_tasks: &mut Vec<api::Task>,
+    out: &mut Vec<Change>,
+    make: &dyn Fn(u64, &str) -> api::Task,
+) {
+    let svc = &s.object;
+    let cur = svc.spec_version;
+    let stamp_now = stamp(now);
+    let state = svc
+        .update_status
+        .as_ref()
+        .map_or("", |u| u.state.as_str())
+        .to_string();
+    let rolling_back = state.starts_with("rollback");
+    let active = state == "updating" || state == "rollback_started";
+    let cfg = if rolling_back {
+        svc.spec.rollback.clone()
+    } else {
+        svc.spec.update.clone()
+    }
+    .unwrap_or_default();
+    let monitor = Duration::from_millis(if cfg.monitor_ms == 0 {
+        5000
+    } else {
+        cfg.monitor_ms
+    });
+    let delay = Duration::from_millis(cfg.delay_ms);
+    let parallelism = if cfg.parallelism == 0 {
+        usize::MAX
+    } else {
+        cfg.parallelism as usize
+    };
+    let start_first = cfg.order == "start-first";
+    let started = svc
+        .update_status
+        .as_ref()
+        .and_then(|u| parse_time(&u.started_at));
+
+    let mut dirty = Vec::new();
+    let mut in_progress = 0usize;
+    let mut last_stable: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut failed: Vec<String> = Vec::new();
+    for slot in 1..=svc.spec.replicas {
+        let in_slot: &[&Versioned<Task>] = slots.get(&slot).map_or(&[], Vec::as_slice);
+        for t in in_slot {
+            let st = status(&t.object.0);
+            let this_update = t.object.0.spec_version == cur
+                && started
+                    .is_none_or(|s| parse_time(&t.object.0.created_at).is_some_and(|c| c >= s));
+            if this_update && (st == "failed" || st == "rejected") {
+                failed.push(t.object.0.id.clone());
+            }
+        }
+        let alive: Vec<&Versioned<Task>> = in_slot
+            .iter()
+            .copied()
+            .filter(|t| live(&t.object.0))
+            .collect();
+        let old: Vec<&Versioned<Task>> = alive
+            .iter()
+            .copied()
+            .filter(|t| t.object.0.spec_version != cur)
+            .collect();
+        let new = alive.iter().find(|t| t.object.0.spec_version == cur);
+        match new {
+            None if !old.is_empty() => dirty.push((slot, old)),
+            None => {}
+            Some(n) if n.object.0.desired_state == "ready" => {
+                // Stop-first: the new task starts once the old one has stopped.
+                let old_gone = in_slot
+                    .iter()
+                    .filter(|t| t.object.0.spec_version != cur)
+                    .all(|t| is_terminal(status(&t.object.0)));
+                if old_gone {
+                    let mut t = n.object.clone();
+                    t.0.desired_state = "running".into();
+                    t.0.updated_at = stamp_now.clone();
+                    out.push(Change::Update(t, n.version));
+                }
+                in_progress += 1;
+            }
+            Some(n) => {
+                let running_since = (status(&n.object.0) == "running")
+                    .then(|| {
+                        n.object
+                            .0
+                            .status
+                            .as_ref()
+                            .and_then(|s| parse_time(&s.timestamp))
+                    })
+                    .flatten();
+                if running_since.is_some() {
+                    // Start-first: the new task runs, so the old one goes.
+                    for o in &old {
+                        let mut t = o.object.clone();
+                        t.0.desired_state = "shutdown".into();
+                        t.0.updated_at = stamp_now.clone();
+                        out.push(Change::Update(t, o.version));
+                    }
+                }
+                let stable_at = running_since
+                    .map(|r| r + chrono::Duration::from_std(monitor).unwrap_or_default());
+                match stable_at {
+                    Some(at) if at <= now => {
+                        last_stable = Some(last_stable.map_or(at, |l| l.max(at)));
+                    }
+                    _ => in_progress += 1,
+                }
+            }
+        }
+    }
+    if !active {
+        return;
+    }
+    let set_status = |state: &str, message: String, done: bool| {
+        let mut n = svc.clone();
+        let u = n.update_status.get_or_insert_with(Default::default);
+        u.state = state.into();
+        u.message = message;
+        if done {
+            u.completed_at = stamp_now.clone();
+        }
+        n.updated_at = stamp_now.clone();
+        Change::Service(Box::new(n), s.version)
+    };
+    let ratio = failed.len() as f64 / svc.spec.replicas.max(1) as f64;
+    if !failed.is_empty() && ratio > cfg.max_failure_ratio && cfg.failure_action != "continue" {
+        let task = &failed[0];
+        if cfg.failure_action == "rollback" && !rolling_back && svc.previous_spec.is_some() {
+            let mut n = svc.clone();
+            let previous = n.previous_spec.take().expect("checked");
+            n.previous_spec = Some(std::mem::replace(&mut n.spec, previous));
+            n.spec_version += 1;
+            n.update_status = Some(api::UpdateStatus {
+                state: "rollback_started".into(),
+                message: format!(
+                    "update rolled back due to failure or early termination of task {task}"
+                ),
+                started_at: stamp_now.clone(),
+                completed_at: String::new(),
+            });
+            n.updated_at = stamp_now.clone();
+            out.push(Change::Service(Box::new(n), s.version));
+        } else {
+            let state = if rolling_back {
+                "rollback_paused"
+            } else {
+                "paused"
+            };
+            let what = if rolling_back { "rollback" } else { "update" };
+            out.push(set_status(
+                state,
+                format!("{what} paused due to failure or early termination of task {task}"),
+                false,
+            ));
+        }
+        return;
+    }
+    if dirty.is_empty() && in_progress == 0 {
+        let (state, message) = if rolling_back {
+            ("rollback_completed", "rollback completed")
+        } else {
+            ("completed", "update completed")
+        };
+        out.push(set_status(state, message.into(), true));
+        return;
+    }
+    // The next batch: once the last one ran for `monitor`, and `delay` after that.
+    let waited = last_stable
+        .is_none_or(|l| now >= l + chrono::Duration::from_std(delay).unwrap_or_default());
+    if in_progress > 0 || !waited {
+        return;
+    }
+    for (slot, old) in dirty.into_iter().take(parallelism) {
+        let mut t = make(slot, "");
+        if !start_first {
+            for o in &old {
+                let mut t = o.object.clone();
+                t.0.desired_state = "shutdown".into();
+                t.0.updated_at = stamp_now.clone();
+                out.push(Change::Update(t, o.version));
+            }
+            // Placed now, started when the old one has stopped.
+            t.desired_state = "ready".into();
+        }
+        new_tasks.push(t);
+    }
 }
 
 /// Whether a slot (or a global service's node) whose tasks are all over gets a new one now:
@@ -527,6 +739,7 @@ mod tests {
                     slot.version = *v;
                 }
                 Change::Delete(id, _) => tasks.retain(|x| x.object.0.id != id),
+                Change::Service(..) => {}
             }
         }
     }
@@ -740,5 +953,240 @@ mod tests {
         let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
         on.sort();
         assert_eq!(on, ["b", "c"]);
+    }
+
+    /// Run the plan to a fixed point at `now`, with every assigned task reported running
+    /// at once (as agents would).
+    fn settle(
+        services: &mut Vec<Versioned<Service>>,
+        tasks: &mut Vec<Versioned<Task>>,
+        nodes: &[Versioned<Node>],
+        now: chrono::DateTime<chrono::Utc>,
+        v: &mut u64,
+        fail_version: Option<u64>,
+    ) {
+        for _ in 0..20 {
+            let mut changes = plan(&World {
+                services,
+                tasks,
+                nodes,
+                now,
+                history: 10,
+            });
+            let svc_changes: Vec<Change> = changes
+                .iter()
+                .filter(|c| matches!(c, Change::Service(..)))
+                .cloned()
+                .collect();
+            changes.retain(|c| !matches!(c, Change::Service(..)));
+            for c in svc_changes {
+                if let Change::Service(s, _) = c {
+                    *v += 1;
+                    services[0] = Versioned {
+                        version: *v,
+                        created: 1,
+                        object: *s,
+                    };
+                }
+            }
+            let mut moved = !changes.is_empty();
+            apply(tasks, changes, v);
+            for t in tasks.iter_mut() {
+                let st = status(&t.object.0).to_string();
+                if t.object.0.desired_state == "running" && st == "assigned" {
+                    let state = if Some(t.object.0.spec_version) == fail_version {
+                        "failed"
+                    } else {
+                        "running"
+                    };
+                    set_status(&mut t.object.0, state, "", &stamp(now));
+                    moved = true;
+                }
+                let stays =
+                    t.object.0.desired_state == "running" || t.object.0.desired_state == "ready";
+                if !stays && !is_terminal(&st) {
+                    set_status(&mut t.object.0, "shutdown", "", &stamp(now));
+                    moved = true;
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn versions_running(tasks: &[Versioned<Task>]) -> Vec<u64> {
+        let mut v: Vec<u64> = running(tasks).iter().map(|t| t.spec_version).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn rolling_updates_go_in_batches_and_pause_or_roll_back_on_failure() {
+        let nodes = vec![node("a", NodeState::Ready), node("b", NodeState::Ready)];
+        let mut services = vec![service("replicated", 3)];
+        services[0].object.spec.update = Some(api::UpdateConfig {
+            parallelism: 1,
+            monitor_ms: 1000,
+            delay_ms: 0,
+            ..Default::default()
+        });
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let t0 = chrono::Utc::now();
+        settle(&mut services, &mut tasks, &nodes, t0, &mut v, None);
+        assert_eq!(versions_running(&tasks), [1, 1, 1]);
+
+        // A new spec: one slot at a time, the next once the last ran for the monitor time.
+        let bump = |services: &mut Vec<Versioned<Service>>,
+                    image: &str,
+                    at: chrono::DateTime<chrono::Utc>| {
+            let s = &mut services[0].object;
+            s.previous_spec = Some(s.spec.clone());
+            s.spec.task.as_mut().unwrap().image = image.into();
+            s.spec_version += 1;
+            s.update_status = Some(api::UpdateStatus {
+                state: "updating".into(),
+                started_at: stamp(at),
+                ..Default::default()
+            });
+        };
+        bump(&mut services, "busybox:2", t0);
+        settle(&mut services, &mut tasks, &nodes, t0, &mut v, None);
+        assert_eq!(
+            versions_running(&tasks),
+            [1, 1, 2],
+            "stop-first, parallelism 1"
+        );
+        let later = |s: i64| t0 + chrono::Duration::milliseconds(s);
+        settle(&mut services, &mut tasks, &nodes, later(500), &mut v, None);
+        assert_eq!(versions_running(&tasks), [1, 1, 2], "still monitoring");
+        settle(&mut services, &mut tasks, &nodes, later(1100), &mut v, None);
+        assert_eq!(versions_running(&tasks), [1, 2, 2]);
+        settle(&mut services, &mut tasks, &nodes, later(2200), &mut v, None);
+        assert_eq!(versions_running(&tasks), [2, 2, 2]);
+        settle(&mut services, &mut tasks, &nodes, later(3300), &mut v, None);
+        assert_eq!(
+            services[0].object.update_status.as_ref().unwrap().state,
+            "completed"
+        );
+
+        // A spec whose tasks fail: paused after the first failure (ratio 0).
+        bump(&mut services, "busybox:broken", later(4000));
+        settle(
+            &mut services,
+            &mut tasks,
+            &nodes,
+            later(4000),
+            &mut v,
+            Some(3),
+        );
+        let u = services[0].object.update_status.clone().unwrap();
+        assert_eq!(u.state, "paused", "{u:?}");
+        assert!(u.message.contains("failure or early termination"), "{u:?}");
+        assert_eq!(
+            running(&tasks).len(),
+            2,
+            "the other slots keep the old spec"
+        );
+
+        // With failure action rollback, the previous spec comes back everywhere.
+        services[0]
+            .object
+            .spec
+            .update
+            .as_mut()
+            .unwrap()
+            .failure_action = "rollback".into();
+        services[0].object.update_status.as_mut().unwrap().state = "updating".into();
+        services[0].object.spec.rollback = Some(api::UpdateConfig {
+            parallelism: 0,
+            monitor_ms: 1,
+            ..Default::default()
+        });
+        settle(
+            &mut services,
+            &mut tasks,
+            &nodes,
+            later(4100),
+            &mut v,
+            Some(3),
+        );
+        assert_eq!(
+            services[0].object.update_status.as_ref().unwrap().state,
+            "rollback_started"
+        );
+        assert_eq!(
+            services[0].object.spec.task.as_ref().unwrap().image,
+            "busybox:2"
+        );
+        // (The rollback follows the rollback config of the spec it goes back to, as
+        // SwarmKit does: here the default 5 s monitor.)
+        settle(
+            &mut services,
+            &mut tasks,
+            &nodes,
+            later(9500),
+            &mut v,
+            Some(3),
+        );
+        settle(
+            &mut services,
+            &mut tasks,
+            &nodes,
+            later(15000),
+            &mut v,
+            Some(3),
+        );
+        assert_eq!(
+            services[0].object.update_status.as_ref().unwrap().state,
+            "rollback_completed"
+        );
+        assert_eq!(versions_running(&tasks), [4, 4, 4]);
+        assert!(running(&tasks)
+            .iter()
+            .all(|t| t.spec.as_ref().unwrap().image == "busybox:2"));
+    }
+
+    #[test]
+    fn start_first_starts_the_new_task_before_stopping_the_old() {
+        let nodes = vec![node("a", NodeState::Ready)];
+        let mut services = vec![service("replicated", 1)];
+        services[0].object.spec.update = Some(api::UpdateConfig {
+            order: "start-first".into(),
+            monitor_ms: 1,
+            ..Default::default()
+        });
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let t0 = chrono::Utc::now();
+        settle(&mut services, &mut tasks, &nodes, t0, &mut v, None);
+        let s = &mut services[0].object;
+        s.spec.task.as_mut().unwrap().image = "busybox:2".into();
+        s.spec_version = 2;
+        s.update_status = Some(api::UpdateStatus {
+            state: "updating".into(),
+            started_at: stamp(t0),
+            ..Default::default()
+        });
+        // One plan round: the new task is made and the old one still wanted running.
+        let c = plan(&World {
+            services: &services,
+            tasks: &tasks,
+            nodes: &nodes,
+            now: t0,
+            history: 10,
+        });
+        apply(&mut tasks, c, &mut v);
+        assert_eq!(running(&tasks).len(), 2, "both, briefly");
+        settle(
+            &mut services,
+            &mut tasks,
+            &nodes,
+            t0 + chrono::Duration::seconds(1),
+            &mut v,
+            None,
+        );
+        assert_eq!(versions_running(&tasks), [2]);
     }
 }

@@ -140,6 +140,8 @@ async fn reconcile(
         let current = t.status.clone().unwrap_or_default();
         let container = containers.get(&t.id);
         match t.desired_state.as_str() {
+            // Placed, to start once the task it replaces has stopped.
+            "ready" => {}
             "running" => match container {
                 None if shoal_manager::service::is_terminal(&current.state) => {}
                 None if current.state == "running" || current.state == "starting" => {

@@ -78,6 +78,7 @@ impl ServicesApi {
                 .count() as u64,
         };
         api::ServiceInfo {
+            spec_version: s.object.spec_version,
             id: s.object.id.clone(),
             version: s.version,
             created_at: s.object.created_at.clone(),
@@ -103,6 +104,95 @@ impl ServicesApi {
 
 #[tonic::async_trait]
 impl Services for ServicesApi {
+    async fn update_service(
+        &self,
+        request: Request<api::UpdateServiceRequest>,
+    ) -> Result<Response<api::ServiceInfo>, Status> {
+        let req = request.into_inner();
+        let a = self.manager().await?;
+        let mut resolved: Option<(String, String)> = None;
+        for _ in 0..5 {
+            let mut s = Self::find_service(&a, &req.id)?;
+            let old = s.object.clone();
+            let stamp = now();
+            let status = |state: &str, message: &str| api::UpdateStatus {
+                state: state.into(),
+                message: message.into(),
+                started_at: stamp.clone(),
+                completed_at: String::new(),
+            };
+            if req.rollback {
+                let previous = old.previous_spec.clone().ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "service {} has no previous spec to roll back to",
+                        old.spec.name
+                    ))
+                })?;
+                s.object.previous_spec = Some(old.spec.clone());
+                s.object.spec = previous;
+                s.object.spec_version += 1;
+                s.object.update_status =
+                    Some(status("rollback_started", "manually requested rollback"));
+            } else {
+                let mut spec = req
+                    .spec
+                    .clone()
+                    .ok_or_else(|| Status::invalid_argument("no service spec"))?;
+                if spec.name != old.spec.name {
+                    return Err(Status::invalid_argument(
+                        "renaming a service is not supported: create a new one",
+                    ));
+                }
+                if mode(&spec) != mode(&old.spec) {
+                    return Err(Status::invalid_argument(format!(
+                        "the mode of service {} cannot change (it is {})",
+                        old.spec.name,
+                        mode(&old.spec)
+                    )));
+                }
+                validate(&spec).map_err(Status::invalid_argument)?;
+                let old_image = old.spec.task.as_ref().map(|t| t.image.clone());
+                if let Some(task) = spec.task.as_mut() {
+                    if Some(&task.image) != old_image.as_ref()
+                        || task.image_id.is_empty()
+                        || req.force
+                    {
+                        let id = match &resolved {
+                            Some((image, id)) if *image == task.image => id.clone(),
+                            _ => self.resolve_image(&task.image).await,
+                        };
+                        resolved = Some((task.image.clone(), id.clone()));
+                        task.image_id = id;
+                    }
+                }
+                let task_changed = spec.task != old.spec.task || req.force;
+                s.object.spec = spec;
+                if task_changed {
+                    s.object.previous_spec = Some(old.spec.clone());
+                    s.object.spec_version += 1;
+                    s.object.update_status = Some(status("updating", "update in progress"));
+                }
+            }
+            s.object.updated_at = stamp.clone();
+            match a
+                .r()?
+                .write(vec![update(&s.object, s.version).map_err(internal)?])
+                .await
+            {
+                Ok(v) => {
+                    s.version = v;
+                    tracing::info!(service = %s.object.spec.name, version = s.object.spec_version, "service updated");
+                    return Ok(Response::new(Self::info(&s, &[])));
+                }
+                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
+                    a.r()?.read_barrier().await.map_err(unavailable)?;
+                }
+                Err(e) => return Err(store_status(e)),
+            }
+        }
+        Err(Status::aborted("the service kept changing: try again"))
+    }
+
     async fn create_service(
         &self,
         request: Request<api::CreateServiceRequest>,

@@ -25,6 +25,61 @@ pub enum ServiceCommand {
     Rm(RmArgs),
     /// Scale replicated services: SERVICE=REPLICAS…
     Scale(ScaleArgs),
+    /// Change a service: its tasks are replaced per its update config.
+    Update(Box<UpdateArgs>),
+    /// Go back to the service's previous spec (per its rollback config).
+    Rollback(RollbackArgs),
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// The command's arguments (split at spaces).
+    #[arg(long)]
+    args: Option<String>,
+    #[arg(long = "env-add")]
+    env_add: Vec<String>,
+    #[arg(long = "env-rm")]
+    env_rm: Vec<String>,
+    #[arg(long = "label-add")]
+    label_add: Vec<String>,
+    #[arg(long = "label-rm")]
+    label_rm: Vec<String>,
+    #[arg(long = "constraint-add")]
+    constraint_add: Vec<String>,
+    #[arg(long = "constraint-rm")]
+    constraint_rm: Vec<String>,
+    #[arg(long = "restart-condition")]
+    restart_condition: Option<String>,
+    #[arg(long = "stop-grace-period")]
+    stop_grace_period: Option<String>,
+    #[command(flatten)]
+    update: UpdateFlags,
+    #[command(flatten)]
+    rollback_cfg: RollbackFlags,
+    /// Replace every task even without a change.
+    #[arg(long)]
+    force: bool,
+    /// Go back to the previous spec.
+    #[arg(long)]
+    rollback: bool,
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    service: String,
+}
+
+#[derive(Args)]
+pub struct RollbackArgs {
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    service: String,
 }
 
 #[derive(Args)]
@@ -125,6 +180,29 @@ macro_rules! update_flags {
         }
 
         impl $name {
+            /// `base` with the flags that were given.
+            fn merge(&self, mut base: api::UpdateConfig) -> Result<api::UpdateConfig> {
+                if let Some(p) = self.parallelism {
+                    base.parallelism = p;
+                }
+                if self.delay.is_some() {
+                    base.delay_ms = ms(concat!("--", $p, "-delay"), &self.delay)?;
+                }
+                if let Some(a) = &self.failure_action {
+                    base.failure_action = a.clone();
+                }
+                if self.monitor.is_some() {
+                    base.monitor_ms = ms(concat!("--", $p, "-monitor"), &self.monitor)?;
+                }
+                if let Some(r) = self.max_failure_ratio {
+                    base.max_failure_ratio = r;
+                }
+                if let Some(o) = &self.order {
+                    base.order = o.clone();
+                }
+                Ok(base)
+            }
+
             fn config(&self) -> Result<api::UpdateConfig> {
                 Ok(api::UpdateConfig {
                     parallelism: self.parallelism.unwrap_or(1),
@@ -324,6 +402,63 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
                 return progress(&mut client, &s.id, a.quiet).await;
             }
         }
+        ServiceCommand::Update(a) => {
+            let current = client
+                .inspect_service(api::ServiceRef {
+                    id: a.service.clone(),
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            let mut spec = current.spec.clone().unwrap_or_default();
+            if !a.rollback {
+                a.apply(&mut spec)?;
+            }
+            let s = client
+                .update_service(api::UpdateServiceRequest {
+                    id: current.id.clone(),
+                    spec: Some(spec),
+                    force: a.force,
+                    rollback: a.rollback,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            println!(
+                "{}",
+                if a.quiet {
+                    s.id.as_str()
+                } else {
+                    a.service.as_str()
+                }
+            );
+            if !a.detach {
+                return follow_update(&mut client, &s.id, a.quiet, a.rollback).await;
+            }
+        }
+        ServiceCommand::Rollback(a) => {
+            let s = client
+                .update_service(api::UpdateServiceRequest {
+                    id: a.service.clone(),
+                    spec: None,
+                    force: false,
+                    rollback: true,
+                })
+                .await
+                .map_err(err)?
+                .into_inner();
+            println!(
+                "{}",
+                if a.quiet {
+                    s.id.as_str()
+                } else {
+                    a.service.as_str()
+                }
+            );
+            if !a.detach {
+                return follow_update(&mut client, &s.id, a.quiet, true).await;
+            }
+        }
         ServiceCommand::Ls(a) => {
             let json = match a.format.as_deref() {
                 None | Some("table") => false,
@@ -477,6 +612,95 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+impl UpdateArgs {
+    fn apply(&self, spec: &mut api::ServiceSpec) -> Result<()> {
+        if let Some(r) = self.replicas {
+            if spec.mode != "replicated" && !spec.mode.is_empty() {
+                bail!("--replicas applies to replicated services only");
+            }
+            spec.replicas = r;
+        }
+        for k in &self.label_rm {
+            spec.labels.remove(k);
+        }
+        spec.labels
+            .extend(key_values("--label-add", &self.label_add)?);
+        spec.update = Some(self.update.merge(spec.update.clone().unwrap_or_default())?);
+        spec.rollback = Some(
+            self.rollback_cfg
+                .merge(spec.rollback.clone().unwrap_or_default())?,
+        );
+        let task = spec.task.get_or_insert_with(Default::default);
+        if let Some(i) = &self.image {
+            task.image = i.clone();
+            task.image_id.clear();
+        }
+        if let Some(a) = &self.args {
+            task.args = a.split_whitespace().map(str::to_string).collect();
+        }
+        let key = |e: &str| e.split('=').next().unwrap_or(e).to_string();
+        for k in &self.env_rm {
+            task.env.retain(|e| key(e) != *k);
+        }
+        for e in &self.env_add {
+            task.env.retain(|x| key(x) != key(e));
+            task.env.push(e.clone());
+        }
+        let placement = task.placement.get_or_insert_with(Default::default);
+        placement
+            .constraints
+            .retain(|c| !self.constraint_rm.contains(c));
+        placement
+            .constraints
+            .extend(self.constraint_add.iter().cloned());
+        if let Some(c) = &self.restart_condition {
+            task.restart.get_or_insert_with(Default::default).condition = c.clone();
+        }
+        if self.stop_grace_period.is_some() {
+            task.stop_grace_period_ms = ms("--stop-grace-period", &self.stop_grace_period)?;
+        }
+        Ok(())
+    }
+}
+
+/// Follow an update or rollback to its end (docker's display, in words): 0 when it
+/// completed and the service converged, 1 with the reason when it paused or rolled back.
+async fn follow_update(
+    client: &mut api::services_client::ServicesClient<tonic::transport::Channel>,
+    id: &str,
+    quiet: bool,
+    rollback: bool,
+) -> Result<i32> {
+    let mut shown = String::new();
+    loop {
+        let s = client
+            .inspect_service(api::ServiceRef { id: id.into() })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let u = s.update_status.clone().unwrap_or_default();
+        let line = format!("{}: {}", u.state, u.message);
+        if !quiet && line != shown && !u.state.is_empty() {
+            eprintln!("update status: {line}");
+            shown = line;
+        }
+        match u.state.as_str() {
+            "completed" | "" => return progress(client, id, quiet).await,
+            "rollback_completed" if rollback => return progress(client, id, quiet).await,
+            "rollback_completed" => {
+                eprintln!("shoal: service {id} rolled back: {}", u.message);
+                return Ok(1);
+            }
+            "paused" | "rollback_paused" => {
+                eprintln!("shoal: service {id}: {}", u.message);
+                return Ok(1);
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn short(id: &str) -> &str {
