@@ -20,7 +20,12 @@ awk '$5 ~ "^/tmp/(sh-|shoal-rt-)" { print length($5), $5 }' /proc/self/mountinfo
 for d in /sys/fs/cgroup/*/shoal-t-*; do
   [[ -d $d ]] || continue
   note "cgroup $d"
-  find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+  # Processes still in it (a container whose shim was killed) go first.
+  find "$d" -name cgroup.procs -exec cat {} + 2>/dev/null | xargs -r kill -KILL 2>/dev/null
+done
+sleep 0.2
+for d in /sys/fs/cgroup/*/shoal-t-*; do
+  [[ -d $d ]] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
 for d in /tmp/sh-* /tmp/shoal-rt-*; do
   [[ -e $d ]] || continue

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets shoal up on this host and runs the main job: installs what is needed, builds shoal,
-# starts shoald, loads a busybox image and runs containers from it. Safe to re-run.
+# starts shoald, loads a busybox image and runs containers from it, makes the host a
+# one-node swarm and deploys a 3-replica service, then rolls it to a second image version.
+# Safe to re-run.
 # Needs root. Environment: SHOAL_DATA_ROOT (default /var/lib/shoal), SHOAL_EXEC_ROOT
 # (default /run/shoal).
 set -euo pipefail
@@ -70,9 +72,24 @@ echo "==> this host as a one-node swarm"
 if shoal info 2>/dev/null | grep -q "Swarm: active"; then
   echo "(already in a swarm)"
 else
-  shoal swarm init || echo "(swarm init failed; give an address: shoal swarm init --advertise-addr <this host's IP>)"
+  # With no default route to tell the host's address, a one-node swarm on loopback.
+  shoal swarm init 2>/dev/null || shoal swarm init --advertise-addr 127.0.0.1 ||
+    echo "(swarm init failed; give an address: shoal swarm init --advertise-addr <this host's IP>)"
 fi
 shoal node ls || true
+
+if shoal node ls >/dev/null 2>&1; then
+  echo "==> a service with 3 replicas, then rolled to a second image version"
+  shoal tag busybox busybox:v2
+  shoal service rm hello >/dev/null 2>&1 || true
+  sleep 1
+  shoal service create --name hello --replicas 3 --stop-grace-period 1s \
+    --update-parallelism 1 --update-monitor 1s busybox \
+    sh -c 'while true; do echo "hello from task $(hostname)"; sleep 5; done'
+  shoal service ls
+  shoal service update --image busybox:v2 hello
+  shoal service ps hello
+fi
 
 cat <<EOT
 
@@ -83,5 +100,8 @@ shoal is running. Try:
   shoal network inspect demo-net      # the network, its containers and their addresses
   shoal rm -f demo web && shoal network rm demo-net   # clean up
   shoal swarm join-token worker       # how other hosts join (sudo deploy/lab.sh up: a lab of them)
+  shoal service scale hello=5         # more replicas (shoal service ps hello)
+  shoal service rollback hello        # back to the previous image, one task at a time
+  shoal service rm hello              # and its containers go
 Stop the daemon with: kill \$(cat $data_root/shoald.pid)  (containers keep running under their supervisors)
 EOT

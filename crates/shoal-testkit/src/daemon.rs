@@ -288,12 +288,46 @@ pub fn remove_cgroup(name: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    for h in hierarchies.flatten() {
-        let dir = h.path().join(name);
-        if dir.is_dir() {
-            rmdir_tree(&dir);
+    let dirs: Vec<PathBuf> = hierarchies
+        .flatten()
+        .map(|h| h.path().join(name))
+        .filter(|d| d.is_dir())
+        .collect();
+    // Processes whose command line does not name the test's root (a container's own
+    // program, left behind when a killed daemon's shim went) still hold the cgroup.
+    for _ in 0..50 {
+        let mut alive = false;
+        for d in &dirs {
+            alive |= kill_procs(d);
+        }
+        if !alive {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for d in &dirs {
+        rmdir_tree(d);
+    }
+}
+
+/// SIGKILL every process in the cgroup tree at `dir`; whether there was any.
+fn kill_procs(dir: &Path) -> bool {
+    let mut found = false;
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) on a pid read from the test's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            found = true;
         }
     }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                found |= kill_procs(&e.path());
+            }
+        }
+    }
+    found
 }
 
 fn rmdir_tree(dir: &Path) {

@@ -414,50 +414,22 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
             if !a.rollback {
                 a.apply(&mut spec)?;
             }
-            let s = client
-                .update_service(api::UpdateServiceRequest {
-                    id: current.id.clone(),
-                    spec: Some(spec),
-                    force: a.force,
-                    rollback: a.rollback,
-                })
-                .await
-                .map_err(err)?
-                .into_inner();
-            println!(
-                "{}",
-                if a.quiet {
-                    s.id.as_str()
-                } else {
-                    a.service.as_str()
-                }
-            );
-            if !a.detach {
-                return follow_update(&mut client, &s.id, a.quiet, a.rollback).await;
-            }
+            let req = api::UpdateServiceRequest {
+                id: current.id.clone(),
+                spec: Some(spec),
+                force: a.force,
+                rollback: a.rollback,
+            };
+            return send_update(&mut client, req, &a.service, a.detach, a.quiet).await;
         }
         ServiceCommand::Rollback(a) => {
-            let s = client
-                .update_service(api::UpdateServiceRequest {
-                    id: a.service.clone(),
-                    spec: None,
-                    force: false,
-                    rollback: true,
-                })
-                .await
-                .map_err(err)?
-                .into_inner();
-            println!(
-                "{}",
-                if a.quiet {
-                    s.id.as_str()
-                } else {
-                    a.service.as_str()
-                }
-            );
-            if !a.detach {
-                return follow_update(&mut client, &s.id, a.quiet, true).await;
-            }
+            let req = api::UpdateServiceRequest {
+                id: a.service.clone(),
+                spec: None,
+                force: false,
+                rollback: true,
+            };
+            return send_update(&mut client, req, &a.service, a.detach, a.quiet).await;
         }
         ServiceCommand::Ls(a) => {
             let json = match a.format.as_deref() {
@@ -663,6 +635,23 @@ impl UpdateArgs {
         }
         Ok(())
     }
+}
+
+/// Send an update (or rollback) and, unless detached, follow it.
+async fn send_update(
+    client: &mut api::services_client::ServicesClient<tonic::transport::Channel>,
+    req: api::UpdateServiceRequest,
+    name: &str,
+    detach: bool,
+    quiet: bool,
+) -> Result<i32> {
+    let rollback = req.rollback;
+    let s = client.update_service(req).await.map_err(err)?.into_inner();
+    println!("{}", if quiet { s.id.as_str() } else { name });
+    if detach {
+        return Ok(0);
+    }
+    follow_update(client, &s.id, quiet, rollback).await
 }
 
 /// Follow an update or rollback to its end (docker's display, in words): 0 when it
