@@ -131,6 +131,7 @@ impl NodeCa for NodeCaService {
                     _ = wait => {}
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = tx.closed() => return,
+                    _ = replica.stopped() => return,
                 }
             }
         });

@@ -440,6 +440,13 @@ impl Replica {
         ))
     }
 
+    /// Resolves once [`Replica::shutdown`] was called: long-lived tasks that hold the replica
+    /// (streams to agents) end then, so its files close.
+    pub async fn stopped(&self) {
+        let mut rx = self.inner.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
     pub async fn shutdown(&self) {
         let _ = self.raft().shutdown().await;
         self.inner.stop.send_replace(true);

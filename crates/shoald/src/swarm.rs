@@ -460,7 +460,7 @@ impl SwarmApi {
         loop {
             match shoal_store::force_new_cluster(&raft_dir, m.raft_id, &m.advertise_addr).await {
                 Ok(()) => break,
-                Err(e) if tries < 100 && e.to_string().contains("lock") => {
+                Err(e) if tries < 200 && e.to_string().contains("lock") => {
                     tries += 1;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
