@@ -259,3 +259,58 @@ fn rolling_updates_roll_back_and_keep_the_running_count() {
     );
     assert_eq!(v[0]["update_status"]["state"], "rollback_completed");
 }
+
+#[test]
+fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
+    let mut c = Cluster::swarm(1, 1, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
+    });
+    c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "agent",
+        "--mode",
+        "global",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    assert_eq!(running_on(&c, 0, "agent").len(), 2);
+
+    // A node that joins gets one; a drained node's task goes.
+    let new = c.add_host();
+    c.hosts[new].load_busybox();
+    let token = c.token("worker");
+    c.hosts[new].ok(&["swarm", "join", "--token", &token, &c.addr(0)]);
+    wait_until("the new node runs one", SETTLE, || {
+        running_on(&c, 0, "agent").len() == 3 && containers(&c, new, "agent") == 1
+    });
+    let worker = c.node_id(1);
+    c.hosts[0].ok(&["node", "update", "--availability", "drain", &worker]);
+    wait_until("the drained node's task is gone", SETTLE, || {
+        running_on(&c, 0, "agent").len() == 2 && containers(&c, 1, "agent") == 0
+    });
+
+    // The daemon of a node restarts: its task's container is found again, not restarted
+    // and not duplicated.
+    let before = c.hosts[new].ok(&["ps", "-q", "--no-trunc"]);
+    c.hosts[new].restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.hosts[new].ok(&["ps", "-q", "--no-trunc"]), before);
+    assert_eq!(running_on(&c, 0, "agent").len(), 2);
+    let tasks_now = c.hosts[0]
+        .ok(&["service", "ps", "-q", "agent"])
+        .lines()
+        .count();
+    assert_eq!(
+        tasks_now, 3,
+        "two running, one shut down on the drained node: no new task"
+    );
+}
