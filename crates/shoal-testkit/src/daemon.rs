@@ -283,8 +283,14 @@ pub fn cleanup_tree(root: &Path, cgroup_parent: &str) {
     let _ = std::fs::remove_dir_all(root);
 }
 
-/// Remove `/<name>` (and anything below it) in every cgroup hierarchy.
+/// Remove `/<name>` (and anything below it) in every cgroup hierarchy, killing what still
+/// runs in it. Only test cgroups (`shoal-t-…`); any other name is left alone.
 pub fn remove_cgroup(name: &str) {
+    // Only a test's own cgroup: an empty name would be every hierarchy's root (and every
+    // process on the machine).
+    if !name.starts_with("shoal-t-") || name.contains('/') || name.contains("..") {
+        return;
+    }
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
