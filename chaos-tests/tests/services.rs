@@ -314,3 +314,31 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
         "two running, one shut down on the drained node: no new task"
     );
 }
+
+#[test]
+fn a_replicated_job_runs_to_completion() {
+    let c = Cluster::swarm(1, 1, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
+    });
+    let out = c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "batch",
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "3",
+        "--max-concurrent",
+        "2",
+        "busybox",
+        "true",
+    ]);
+    assert!(out.contains("job complete: 3 out of 3 tasks"), "{out}");
+    let ps = c.hosts[0].ok(&["service", "ps", "batch"]);
+    assert_eq!(ps.matches("Complete").count(), 3, "{ps}");
+}

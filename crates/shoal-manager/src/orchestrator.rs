@@ -268,7 +268,83 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                     .collect();
                 out.extend(history(&by_node, w.history));
             }
-            // Jobs come with their own orchestrator.
+            "replicated-job" => {
+                // `replicas` completions in all, at most `max_concurrent` at once; a failed
+                // task is retried per the restart policy, a completed one never re-run.
+                let total = svc.spec.replicas;
+                let concurrent = if svc.spec.max_concurrent == 0 {
+                    total
+                } else {
+                    svc.spec.max_concurrent
+                };
+                let mut slots: BTreeMap<u64, Vec<&Versioned<Task>>> = BTreeMap::new();
+                for t in &tasks {
+                    slots.entry(t.object.0.slot).or_default().push(t);
+                }
+                let done = |slot: u64| {
+                    slots.get(&slot).is_some_and(|ts| {
+                        ts.iter().any(|t| {
+                            t.object.0.spec_version == svc.spec_version
+                                && status(&t.object.0) == "complete"
+                        })
+                    })
+                };
+                let mut running = (1..=total)
+                    .filter(|s| {
+                        slots
+                            .get(s)
+                            .is_some_and(|ts| ts.iter().any(|t| live(&t.object.0)))
+                    })
+                    .count() as u64;
+                for slot in 1..=total {
+                    if running >= concurrent {
+                        break;
+                    }
+                    let in_slot = slots.get(&slot).cloned().unwrap_or_default();
+                    if done(slot) || in_slot.iter().any(|t| live(&t.object.0)) {
+                        continue;
+                    }
+                    if restart_allowed(&spec, &in_slot, w.now) {
+                        new_tasks.push(make(slot, ""));
+                        running += 1;
+                    }
+                }
+                out.extend(history(&slots, w.history));
+            }
+            "global-job" => {
+                // One completion per eligible node (nodes that join later run it too).
+                let constraints: Vec<Constraint> = spec
+                    .placement
+                    .as_ref()
+                    .map(|p| {
+                        p.constraints
+                            .iter()
+                            .filter_map(|c| Constraint::parse(c).ok())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut per_node: BTreeMap<&str, Vec<&Versioned<Task>>> = BTreeMap::new();
+                for t in &tasks {
+                    per_node
+                        .entry(t.object.0.node_id.as_str())
+                        .or_default()
+                        .push(t);
+                }
+                for n in w.nodes {
+                    let node = &n.object;
+                    let eligible = node.state == NodeState::Ready
+                        && node.availability == crate::objects::Availability::Active
+                        && constraints.iter().all(|c| c.holds(node));
+                    let mine = per_node.get(node.id.as_str()).cloned().unwrap_or_default();
+                    let finished = mine.iter().any(|t| status(&t.object.0) == "complete");
+                    let running = mine.iter().any(|t| live(&t.object.0));
+                    if eligible && !finished && !running && restart_allowed(&spec, &mine, w.now) {
+                        let mut t = make(0, &node.id);
+                        set_status(&mut t, "assigned", "assigned to its node", &now);
+                        new_tasks.push(t);
+                    }
+                }
+            }
             _ => {}
         }
 
@@ -1188,5 +1264,42 @@ mod tests {
             None,
         );
         assert_eq!(versions_running(&tasks), [2]);
+    }
+
+    #[test]
+    fn replicated_jobs_run_to_their_completions_a_few_at_a_time() {
+        let nodes = vec![node("a", NodeState::Ready), node("b", NodeState::Ready)];
+        let mut services = vec![service("replicated-job", 3)];
+        services[0].object.spec.max_concurrent = 2;
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let now = chrono::Utc::now();
+        let round = |tasks: &mut Vec<Versioned<Task>>, v: &mut u64| {
+            let c = plan(&World {
+                services: &services,
+                tasks,
+                nodes: &nodes,
+                now,
+                history: 5,
+            });
+            apply(tasks, c, v);
+        };
+        round(&mut tasks, &mut v);
+        assert_eq!(running(&tasks).len(), 2, "two at once");
+        let first = running(&tasks)[0].id.clone();
+        set(&mut tasks, &first, "complete", now);
+        round(&mut tasks, &mut v);
+        assert_eq!(
+            running(&tasks).len(),
+            2,
+            "the third starts when one completes"
+        );
+        let ids: Vec<String> = running(&tasks).iter().map(|t| t.id.clone()).collect();
+        for id in ids {
+            set(&mut tasks, &id, "complete", now);
+        }
+        round(&mut tasks, &mut v);
+        assert!(running(&tasks).is_empty());
+        assert_eq!(tasks.len(), 3, "three completions, nothing re-run");
     }
 }

@@ -866,7 +866,29 @@ async fn progress(
             print!("{text}");
             last = text;
         }
-        if s.running == s.desired && slots.values().all(|(st, _)| st == "running") {
+        let job = s.spec.as_ref().is_some_and(|sp| sp.mode.ends_with("-job"));
+        if job {
+            let complete = r
+                .tasks
+                .iter()
+                .filter(|t| t.status.as_ref().is_some_and(|st| st.state == "complete"))
+                .count() as u64;
+            let wanted = if s
+                .spec
+                .as_ref()
+                .is_some_and(|sp| sp.mode == "replicated-job")
+            {
+                s.desired
+            } else {
+                r.tasks.len() as u64
+            };
+            if wanted > 0 && complete >= wanted {
+                if !quiet {
+                    println!("job complete: {complete} out of {wanted} tasks");
+                }
+                return Ok(0);
+            }
+        } else if s.running == s.desired && slots.values().all(|(st, _)| st == "running") {
             if !quiet {
                 println!("verify: Service {id} converged");
             }
