@@ -342,3 +342,55 @@ fn a_replicated_job_runs_to_completion() {
     let ps = c.hosts[0].ok(&["service", "ps", "batch"]);
     assert_eq!(ps.matches("Complete").count(), 3, "{ps}");
 }
+
+#[test]
+fn health_checks_gate_running_and_an_unhealthy_update_rolls_back() {
+    let c = Cluster::swarm(1, 1, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
+    });
+    // Healthy after a second: the create waits for it.
+    let out = c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "checked",
+        "--replicas",
+        "2",
+        "--stop-grace-period",
+        "1s",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "300ms",
+        "--health-retries",
+        "1",
+        "--health-start-period",
+        "3s",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ok; exec sleep 3600",
+    ]);
+    assert!(out.contains("converged"), "{out}");
+    // An update whose tasks never become healthy fails and is rolled back.
+    let out = c.hosts[0].shoal(&[
+        "service",
+        "update",
+        "--args",
+        "sleep 3600",
+        "--update-failure-action",
+        "rollback",
+        "--update-monitor",
+        "1s",
+        "checked",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("rolled back"), "{stderr}");
+    let ps = c.hosts[0].ok(&["service", "ps", "--no-trunc", "checked"]);
+    assert!(ps.contains("unhealthy container"), "{ps}");
+}

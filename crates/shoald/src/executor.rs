@@ -157,7 +157,28 @@ async fn reconcile(
                 }
                 Some(c) => {
                     let state = c.state.clone().unwrap_or_default();
+                    // No health state yet, but a check configured: not healthy yet.
+                    let health = match state.health.as_ref() {
+                        Some(h) => Some(h.status.clone()),
+                        None if has_healthcheck(engine, &c.id) => Some("starting".to_string()),
+                        None => None,
+                    };
+                    let health = health.as_deref();
                     let st = match state.status() {
+                        // With a health check, a task runs once healthy (as docker's
+                        // executor); an unhealthy one fails and its container stops.
+                        ContainerStatus::Running if health == Some("starting") => {
+                            let mut s = status("starting", "waiting for the health check");
+                            s.container_id = c.id.clone();
+                            s
+                        }
+                        ContainerStatus::Running if health == Some("unhealthy") => {
+                            let mut s = status("failed", "unhealthy container");
+                            s.err = "task: unhealthy container".into();
+                            s.container_id = c.id.clone();
+                            let _ = engine.stop(&c.id, Some(1)).await;
+                            s
+                        }
                         ContainerStatus::Running => {
                             let mut s = status("running", "started");
                             s.container_id = c.id.clone();
@@ -308,7 +329,21 @@ async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
         st.container_id = id;
         return st;
     }
-    let mut st = status("running", "started");
+    // With a health check the next pass reports it running once healthy.
+    let mut st = if has_healthcheck(engine, &id) {
+        status("starting", "waiting for the health check")
+    } else {
+        status("running", "started")
+    };
     st.container_id = id;
     st
+}
+
+/// Whether the container has a health check in effect (its own or its image's).
+fn has_healthcheck(engine: &Engine, id: &str) -> bool {
+    engine
+        .inspect(id)
+        .ok()
+        .and_then(|c| c.resolved_healthcheck)
+        .is_some_and(|h| !h.test.is_empty() && h.test[0] != "NONE")
 }

@@ -811,7 +811,7 @@ async fn progress(
     id: &str,
     quiet: bool,
 ) -> Result<i32> {
-    let started = Instant::now();
+    let started = chrono::Utc::now();
     let mut stuck_since: Option<Instant> = None;
     let mut last = String::new();
     loop {
@@ -907,7 +907,44 @@ async fn progress(
             (None, _) => stuck_since = None,
             _ => {}
         }
-        let _ = started;
+        // Tasks that keep failing: the swarm keeps trying, the command stops waiting.
+        let all = client
+            .list_tasks(api::ListTasksRequest {
+                services: vec![id.into()],
+                node: String::new(),
+                desired_state: String::new(),
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        let failures: Vec<&api::TaskStatus> = all
+            .tasks
+            .iter()
+            .filter_map(|t| t.status.as_ref())
+            .filter(|st| st.state == "failed" || st.state == "rejected")
+            .filter(|st| {
+                chrono::DateTime::parse_from_rfc3339(&st.timestamp)
+                    .is_ok_and(|ts| ts.with_timezone(&chrono::Utc) >= started)
+            })
+            .collect();
+        if failures.len() as u64 >= s.desired.max(1) + 2 {
+            let last = failures
+                .iter()
+                .max_by_key(|st| st.timestamp.clone())
+                .map(|st| {
+                    if st.err.is_empty() {
+                        st.message.clone()
+                    } else {
+                        st.err.clone()
+                    }
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "shoal: service {id} cannot converge: {} tasks failed ({last}); the swarm keeps retrying per the restart policy",
+                failures.len()
+            );
+            return Ok(1);
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
