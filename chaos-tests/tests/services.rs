@@ -283,6 +283,11 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
         "3600",
     ]);
     assert_eq!(running_on(&c, 0, "agent").len(), 2);
+    // `node ps` lists a node's tasks.
+    let ps = c.hosts[0].ok(&["node", "ps"]);
+    assert_eq!(ps.matches("agent.").count(), 1, "{ps}");
+    let worker_tasks = c.hosts[0].ok(&["node", "ps", &c.node_id(1)]);
+    assert_eq!(worker_tasks.matches("agent.").count(), 1, "{worker_tasks}");
 
     // A node that joins gets one; a drained node's task goes.
     let new = c.add_host();

@@ -696,7 +696,7 @@ fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
-fn task_table(r: &api::ListTasksResponse, no_trunc: bool) -> String {
+pub fn task_table(r: &api::ListTasksResponse, no_trunc: bool) -> String {
     let now = chrono::Utc::now();
     let rows: Vec<Vec<String>> = r
         .tasks

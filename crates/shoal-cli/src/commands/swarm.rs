@@ -146,10 +146,20 @@ pub enum NodeCommand {
     Update(NodeUpdateArgs),
     /// Remove nodes from the swarm (their certificates stop working).
     Rm(NodeRmArgs),
+    /// List the tasks on nodes (this one by default).
+    Ps(NodePsArgs),
     /// Make workers managers.
     Promote(NodeRoleArgs),
     /// Make managers workers (refused when it would break the managers' quorum).
     Demote(NodeRoleArgs),
+}
+
+#[derive(Args)]
+pub struct NodePsArgs {
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Nodes (id, prefix, hostname or "self").
+    nodes: Vec<String>,
 }
 
 #[derive(Args)]
@@ -474,6 +484,30 @@ pub async fn node(host: &str, c: NodeCommand) -> Result<i32> {
                 .map_err(err)?
                 .into_inner();
             println!("{}", n.id);
+        }
+        NodeCommand::Ps(a) => {
+            let mut services = crate::client::connect_services(host).await?;
+            let nodes = if a.nodes.is_empty() {
+                vec!["self".to_string()]
+            } else {
+                a.nodes.clone()
+            };
+            let mut all = shoal_api::v1::ListTasksResponse::default();
+            for n in nodes {
+                let r = services
+                    .list_tasks(shoal_api::v1::ListTasksRequest {
+                        services: Vec::new(),
+                        node: n,
+                        desired_state: String::new(),
+                    })
+                    .await
+                    .map_err(err)?
+                    .into_inner();
+                all.tasks.extend(r.tasks);
+                all.node_names.extend(r.node_names);
+                all.service_names.extend(r.service_names);
+            }
+            print!("{}", super::service::task_table(&all, a.no_trunc));
         }
         NodeCommand::Promote(a) | NodeCommand::Demote(a) => {
             let (role, done) = if matches!(cmd_role, Some("manager")) {
