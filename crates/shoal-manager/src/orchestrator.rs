@@ -223,28 +223,11 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                 out.extend(history(&slots, w.history));
             }
             "global" => {
-                let constraints: Vec<Constraint> = spec
-                    .placement
-                    .as_ref()
-                    .map(|p| {
-                        p.constraints
-                            .iter()
-                            .filter_map(|c| Constraint::parse(c).ok())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut per_node: BTreeMap<&str, Vec<&Versioned<Task>>> = BTreeMap::new();
-                for t in &tasks {
-                    per_node
-                        .entry(t.object.0.node_id.as_str())
-                        .or_default()
-                        .push(t);
-                }
+                let constraints = constraints_of(&spec);
+                let per_node = by_node(&tasks);
                 for n in w.nodes {
                     let node = &n.object;
-                    let eligible = node.state == NodeState::Ready
-                        && node.availability == crate::objects::Availability::Active
-                        && constraints.iter().all(|c| c.holds(node));
+                    let eligible = eligible_for_global(node, &constraints);
                     let mine = per_node.get(node.id.as_str()).cloned().unwrap_or_default();
                     let running = mine.iter().any(|t| live(&t.object.0));
                     if eligible && !running && restart_allowed(&spec, &mine, w.now) {
@@ -313,28 +296,11 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
             }
             "global-job" => {
                 // One completion per eligible node (nodes that join later run it too).
-                let constraints: Vec<Constraint> = spec
-                    .placement
-                    .as_ref()
-                    .map(|p| {
-                        p.constraints
-                            .iter()
-                            .filter_map(|c| Constraint::parse(c).ok())
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let mut per_node: BTreeMap<&str, Vec<&Versioned<Task>>> = BTreeMap::new();
-                for t in &tasks {
-                    per_node
-                        .entry(t.object.0.node_id.as_str())
-                        .or_default()
-                        .push(t);
-                }
+                let constraints = constraints_of(&spec);
+                let per_node = by_node(&tasks);
                 for n in w.nodes {
                     let node = &n.object;
-                    let eligible = node.state == NodeState::Ready
-                        && node.availability == crate::objects::Availability::Active
-                        && constraints.iter().all(|c| c.holds(node));
+                    let eligible = eligible_for_global(node, &constraints);
                     let mine = per_node.get(node.id.as_str()).cloned().unwrap_or_default();
                     let finished = mine.iter().any(|t| status(&t.object.0) == "complete");
                     let running = mine.iter().any(|t| live(&t.object.0));
@@ -393,6 +359,38 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
         }
     }
     out
+}
+
+/// A task spec's placement constraints (validated when the spec was written).
+fn constraints_of(spec: &api::TaskSpec) -> Vec<Constraint> {
+    spec.placement
+        .as_ref()
+        .map(|p| {
+            p.constraints
+                .iter()
+                .filter_map(|c| Constraint::parse(c).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A service's tasks by node.
+fn by_node<'a>(tasks: &[&'a Versioned<Task>]) -> BTreeMap<&'a str, Vec<&'a Versioned<Task>>> {
+    let mut per_node: BTreeMap<&str, Vec<&Versioned<Task>>> = BTreeMap::new();
+    for t in tasks {
+        per_node
+            .entry(t.object.0.node_id.as_str())
+            .or_default()
+            .push(t);
+    }
+    per_node
+}
+
+/// Whether a global service (or job) runs on `node`.
+fn eligible_for_global(node: &Node, constraints: &[Constraint]) -> bool {
+    node.state == NodeState::Ready
+        && node.availability == crate::objects::Availability::Active
+        && constraints.iter().all(|c| c.holds(node))
 }
 
 fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
