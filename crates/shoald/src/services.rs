@@ -91,6 +91,27 @@ impl ServicesApi {
         }
     }
 
+    /// Write `s` if it is still at the version read: true when written (its version is then
+    /// the new one), false when someone changed it meanwhile (the caller re-reads, after a
+    /// read barrier, and tries again).
+    async fn write_service(a: &Active, s: &mut Versioned<Service>) -> Result<bool, Status> {
+        match a
+            .r()?
+            .write(vec![update(&s.object, s.version).map_err(internal)?])
+            .await
+        {
+            Ok(v) => {
+                s.version = v;
+                Ok(true)
+            }
+            Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
+                a.r()?.read_barrier().await.map_err(unavailable)?;
+                Ok(false)
+            }
+            Err(e) => Err(store_status(e)),
+        }
+    }
+
     /// The image's id on this manager, so every node runs the same content; empty when the
     /// image is not here (the nodes then resolve the name themselves).
     async fn resolve_image(&self, reference: &str) -> String {
@@ -174,20 +195,9 @@ impl Services for ServicesApi {
                 }
             }
             s.object.updated_at = stamp.clone();
-            match a
-                .r()?
-                .write(vec![update(&s.object, s.version).map_err(internal)?])
-                .await
-            {
-                Ok(v) => {
-                    s.version = v;
-                    tracing::info!(service = %s.object.spec.name, version = s.object.spec_version, "service updated");
-                    return Ok(Response::new(Self::info(&s, &[])));
-                }
-                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
-                    a.r()?.read_barrier().await.map_err(unavailable)?;
-                }
-                Err(e) => return Err(store_status(e)),
+            if Self::write_service(&a, &mut s).await? {
+                tracing::info!(service = %s.object.spec.name, version = s.object.spec_version, "service updated");
+                return Ok(Response::new(Self::info(&s, &[])));
             }
         }
         Err(Status::aborted("the service kept changing: try again"))
@@ -307,19 +317,8 @@ impl Services for ServicesApi {
             }
             s.object.spec.replicas = req.replicas;
             s.object.updated_at = now();
-            match a
-                .r()?
-                .write(vec![update(&s.object, s.version).map_err(internal)?])
-                .await
-            {
-                Ok(v) => {
-                    s.version = v;
-                    return Ok(Response::new(Self::info(&s, &[])));
-                }
-                Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => {
-                    a.r()?.read_barrier().await.map_err(unavailable)?;
-                }
-                Err(e) => return Err(store_status(e)),
+            if Self::write_service(&a, &mut s).await? {
+                return Ok(Response::new(Self::info(&s, &[])));
             }
         }
         Err(Status::aborted("the service kept changing: try again"))
