@@ -310,6 +310,27 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.hosts[new].ok(&["ps", "-q", "--no-trunc"]), before);
     assert_eq!(running_on(&c, 0, "agent").len(), 2);
+    // Even when it stays away long enough to be marked down: a global task belongs to its
+    // node, so it waits for the node instead of being shut down.
+    let new_id = c.node_id(new);
+    c.stop(new);
+    wait_until("the stopped node is down", SETTLE, || {
+        c.node(0, &new_id)["Status"]["State"] == "down"
+    });
+    c.start(new);
+    wait_until("the node is back", SETTLE, || {
+        c.node(0, &new_id)["Status"]["State"] == "ready"
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        c.hosts[new].ok(&["ps", "-q", "--no-trunc"]),
+        before,
+        "{}\n{}\n{}",
+        c.hosts[new].ok(&["ps", "-a"]),
+        c.hosts[0].ok(&["service", "ps", "agent"]),
+        c.hosts[new].log_tail()
+    );
+    assert_eq!(running_on(&c, 0, "agent").len(), 2);
     let tasks_now = c.hosts[0]
         .ok(&["service", "ps", "-q", "agent"])
         .lines()

@@ -108,19 +108,23 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
     }
 
     // Tasks whose node is gone or down: orphaned, so their slot is filled elsewhere now.
+    // A global service's task belongs to its node: it waits for a node that is only down
+    // (there is nowhere else to run it, and its container is likely still running).
     let mut orphaned: HashMap<&str, bool> = HashMap::new();
     for t in w.tasks {
         let task = &t.object.0;
-        if task.node_id.is_empty()
-            || is_terminal(status(task))
-            || !services.contains_key(task.service_id.as_str())
-        {
+        let Some(svc) = services.get(task.service_id.as_str()) else {
+            continue;
+        };
+        if task.node_id.is_empty() || is_terminal(status(task)) {
             continue;
         }
-        let down = nodes
-            .get(task.node_id.as_str())
-            .is_none_or(|n| n.state == NodeState::Down);
-        if down {
+        let per_node = matches!(mode(&svc.object.spec), "global" | "global-job");
+        let gone = match nodes.get(task.node_id.as_str()) {
+            None => true,
+            Some(n) => n.state == NodeState::Down && !per_node,
+        };
+        if gone {
             let mut n = t.object.clone();
             n.0.desired_state = "shutdown".into();
             set_status(
@@ -235,7 +239,9 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                         set_status(&mut t, "assigned", "assigned to its node", &now);
                         new_tasks.push(t);
                     }
-                    if !eligible {
+                    // Drained, or its labels no longer match: the task goes. A node that
+                    // is down or paused keeps what it runs.
+                    if !keeps_global(node, &constraints) {
                         for t in mine.iter().filter(|t| live(&t.object.0)) {
                             let mut n = t.object.clone();
                             n.0.desired_state = "shutdown".into();
@@ -390,6 +396,12 @@ fn by_node<'a>(tasks: &[&'a Versioned<Task>]) -> BTreeMap<&'a str, Vec<&'a Versi
 fn eligible_for_global(node: &Node, constraints: &[Constraint]) -> bool {
     node.state == NodeState::Ready
         && node.availability == crate::objects::Availability::Active
+        && constraints.iter().all(|c| c.holds(node))
+}
+
+/// Whether a global service's task already on `node` stays there.
+fn keeps_global(node: &Node, constraints: &[Constraint]) -> bool {
+    node.availability != crate::objects::Availability::Drain
         && constraints.iter().all(|c| c.holds(node))
 }
 
@@ -1002,31 +1014,42 @@ mod tests {
         let mut tasks = Vec::new();
         let mut v = 1;
         let now = chrono::Utc::now();
-        let c = plan(&World {
-            services: &services,
-            tasks: &tasks,
-            nodes: &nodes,
-            now,
-            history: 5,
-        });
+        let step = |tasks: &[Versioned<Task>], nodes: &[Versioned<Node>]| {
+            plan(&World {
+                services: &services,
+                tasks,
+                nodes,
+                now,
+                history: 5,
+            })
+        };
+        let on = |tasks: &[Versioned<Task>]| {
+            let mut on: Vec<String> = running(tasks).iter().map(|t| t.node_id.clone()).collect();
+            on.sort();
+            on
+        };
+        let c = step(&tasks, &nodes);
         apply(&mut tasks, c, &mut v);
-        let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
-        on.sort();
-        assert_eq!(on, ["a", "b"]);
+        assert_eq!(on(&tasks), ["a", "b"]);
         // A node joins: it gets one; a node is drained: its task is shut down.
         nodes.push(node("c", NodeState::Ready));
         nodes[0].object.availability = Availability::Drain;
-        let c = plan(&World {
-            services: &services,
-            tasks: &tasks,
-            nodes: &nodes,
-            now,
-            history: 5,
-        });
+        let c = step(&tasks, &nodes);
         apply(&mut tasks, c, &mut v);
-        let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
-        on.sort();
-        assert_eq!(on, ["b", "c"]);
+        assert_eq!(on(&tasks), ["b", "c"]);
+        // A node that is down or paused keeps its task (nowhere else to run it; it comes
+        // back with its container) and gets no second one.
+        nodes[1].object.state = NodeState::Down;
+        nodes[2].object.availability = Availability::Pause;
+        for _ in 0..2 {
+            let c = step(&tasks, &nodes);
+            assert!(c.is_empty(), "{c:?}");
+        }
+        // A node that is removed: its task is orphaned.
+        nodes.remove(1);
+        let c = step(&tasks, &nodes);
+        apply(&mut tasks, c, &mut v);
+        assert_eq!(on(&tasks), ["c"]);
     }
 
     /// Run the plan to a fixed point at `now`, with every assigned task reported running

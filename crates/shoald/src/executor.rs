@@ -71,12 +71,14 @@ pub async fn run(ex: Executor) {
         };
         // A new session: the manager may have missed reports.
         reported.clear();
-        let mut tasks: Vec<api::Task> = Vec::new();
+        // Nothing is reconciled before the session's first task set: an empty list would
+        // mean "remove every task's container".
+        let mut tasks: Option<Vec<api::Task>> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(Ok(m)) => tasks = m.tasks,
+                    Some(Ok(m)) => tasks = Some(m.tasks),
                     Some(Err(e)) => {
                         tracing::debug!(manager = %addr, error = %e.message(), "assignments stream ended");
                         break;
@@ -85,7 +87,8 @@ pub async fn run(ex: Executor) {
                 },
                 _ = tick.tick() => {}
             }
-            let updates = reconcile(&ex.engine, &tasks, &mut reported).await;
+            let Some(tasks) = &tasks else { continue };
+            let updates = reconcile(&ex.engine, tasks, &mut reported).await;
             if !updates.is_empty() {
                 report(&mut client, updates).await;
             }
