@@ -8,6 +8,18 @@ use shoal_chaos_tests::{wait_until, Cluster};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
+/// A swarm (heartbeat 1 s) with busybox on every host and every node ready.
+fn ready_swarm(managers: usize, workers: usize) -> Cluster {
+    let c = Cluster::swarm(managers, workers, "1s");
+    for d in &c.hosts {
+        d.load_busybox();
+    }
+    wait_until("all ready", SETTLE, || {
+        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == managers + workers
+    });
+    c
+}
+
 /// `svc ps` as (node hostname, desired state, current state) for each task.
 fn tasks(c: &Cluster, from: usize, svc: &str) -> Vec<(String, String, String)> {
     let out = c.hosts[from].ok(&["service", "ps", svc]);
@@ -50,13 +62,7 @@ fn containers(c: &Cluster, i: usize, svc: &str) -> usize {
 
 #[test]
 fn a_replicated_service_spreads_heals_scales_and_goes() {
-    let mut c = Cluster::swarm(1, 2, "1s");
-    for d in &c.hosts {
-        d.load_busybox();
-    }
-    wait_until("all ready", SETTLE, || {
-        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 3
-    });
+    let mut c = ready_swarm(1, 2);
 
     // Bad input is refused before anything is made.
     let (_, e) = c.hosts[0].fails(&["service", "create", "--name", "bad name", "busybox"]);
@@ -262,13 +268,7 @@ fn rolling_updates_roll_back_and_keep_the_running_count() {
 
 #[test]
 fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
-    let mut c = Cluster::swarm(1, 1, "1s");
-    for d in &c.hosts {
-        d.load_busybox();
-    }
-    wait_until("all ready", SETTLE, || {
-        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
-    });
+    let mut c = ready_swarm(1, 1);
     c.hosts[0].ok(&[
         "service",
         "create",
@@ -343,13 +343,7 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
 
 #[test]
 fn a_replicated_job_runs_to_completion() {
-    let c = Cluster::swarm(1, 1, "1s");
-    for d in &c.hosts {
-        d.load_busybox();
-    }
-    wait_until("all ready", SETTLE, || {
-        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
-    });
+    let c = ready_swarm(1, 1);
     let out = c.hosts[0].ok(&[
         "service",
         "create",
@@ -371,13 +365,7 @@ fn a_replicated_job_runs_to_completion() {
 
 #[test]
 fn health_checks_gate_running_and_an_unhealthy_update_rolls_back() {
-    let c = Cluster::swarm(1, 1, "1s");
-    for d in &c.hosts {
-        d.load_busybox();
-    }
-    wait_until("all ready", SETTLE, || {
-        c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 2
-    });
+    let c = ready_swarm(1, 1);
     // Healthy after a second: the create waits for it.
     let out = c.hosts[0].ok(&[
         "service",
@@ -419,4 +407,147 @@ fn health_checks_gate_running_and_an_unhealthy_update_rolls_back() {
     assert!(stderr.contains("rolled back"), "{stderr}");
     let ps = c.hosts[0].ok(&["service", "ps", "--no-trunc", "checked"]);
     assert!(ps.contains("unhealthy container"), "{ps}");
+}
+
+/// `svc logs` from host `from`: (exit code, stdout, stderr).
+fn svc_logs(c: &Cluster, from: usize, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["service", "logs"];
+    all.extend_from_slice(args);
+    let out = c.hosts[from].shoal(&all);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn service_logs_come_from_every_node_through_any_manager() {
+    // Two managers and a worker: the agents hold their sessions with manager 0, and the
+    // logs are asked of manager 1, which gathers them through manager 0.
+    let mut c = ready_swarm(2, 1);
+    c.hosts[0].ok(&[
+        "service",
+        "create",
+        "--name",
+        "talk",
+        "--replicas",
+        "3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo start; echo oops >&2; while sleep 1; do echo tick; done",
+    ]);
+    let hostnames: Vec<String> = (0..3)
+        .map(|i| {
+            c.node(0, &c.node_id(i))["Description"]["Hostname"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let (code, out, err) = svc_logs(&c, 1, &["talk"]);
+    assert_eq!(code, 0, "{err}");
+    let starts: Vec<&str> = out.lines().filter(|l| l.ends_with("| start")).collect();
+    assert_eq!(
+        starts.len(),
+        3,
+        "{out}\n{err}\n{}",
+        c.hosts[0].ok(&["service", "ps", "talk"])
+    );
+    for h in &hostnames {
+        assert!(
+            starts.iter().any(|l| l.contains(&format!("@{h} "))),
+            "no line from {h}: {out}"
+        );
+    }
+    for slot in 1..=3 {
+        assert!(
+            starts
+                .iter()
+                .any(|l| l.starts_with(&format!("talk.{slot}."))),
+            "{out}"
+        );
+    }
+    // What the tasks wrote to stderr is on stderr.
+    assert_eq!(
+        err.lines().filter(|l| l.ends_with("| oops")).count(),
+        3,
+        "{out}\n{err}"
+    );
+
+    // --tail, --raw, --no-task-ids, and one task by id.
+    // (The last line of each task may be on stdout or stderr, depending on timing.)
+    let (code, out, err) = svc_logs(&c, 1, &["--tail", "1", "--raw", "talk"]);
+    let last: Vec<&str> = out.lines().chain(err.lines()).collect();
+    assert_eq!(last.len(), 3, "{code} {out}\n{err}");
+    assert!(
+        last.iter().all(|l| ["tick", "oops"].contains(l)),
+        "{last:?}"
+    );
+    let (_, out, _) = svc_logs(&c, 0, &["--no-task-ids", "talk"]);
+    assert!(out.lines().any(|l| l.starts_with("talk.1@")), "{out}");
+    let task = c.hosts[0].ok(&["service", "ps", "-q", "--no-trunc", "talk"]);
+    let task = task.lines().next().expect("a task");
+    let (_, out, _) = svc_logs(&c, 1, &[task]);
+    let starts = out.lines().filter(|l| l.ends_with("| start")).count();
+    assert_eq!(starts, 1, "{out}");
+    let (code, _, err) = svc_logs(&c, 1, &["nothing-here"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no such service or task: nothing-here"),
+        "{err}"
+    );
+
+    // -f follows, and picks up the tasks of a scale up.
+    let mut follow = c.hosts[1]
+        .cmd(&["service", "logs", "-f", "--raw", "talk"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("svc logs -f");
+    let stdout = follow.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    c.hosts[0].ok(&["service", "scale", "talk=4", "--detach"]);
+    let deadline = std::time::Instant::now() + SETTLE;
+    let mut starts = 0;
+    while starts < 4 && std::time::Instant::now() < deadline {
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
+            starts += usize::from(l == "start");
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(
+        starts, 4,
+        "the fourth task's first line reached the follower"
+    );
+
+    // A node no manager can reach: its logs are missing, and the command says so.
+    let worker_name = hostnames[2].clone();
+    c.stop(2);
+    let (code, out, err) = svc_logs(&c, 1, &["talk"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(
+        err.contains(&format!(
+            "node {worker_name} is not connected to any manager"
+        )),
+        "{err}"
+    );
+    assert!(
+        out.lines().filter(|l| l.ends_with("| start")).count() >= 2,
+        "{out}"
+    );
 }

@@ -261,15 +261,31 @@ impl Engine {
         }
         if let Some(listener) = console {
             // The runtime connects once it has created the pty; it may also fail first.
-            let master = tokio::task::spawn_blocking(move || -> std::io::Result<OwnedFd> {
-                listener.set_nonblocking(false)?;
-                let (conn, _) = listener.accept()?;
-                shoal_runtime::console::recv_fd(conn.as_raw_fd())
-                    .map_err(|e| std::io::Error::other(e.to_string()))
-            });
+            listener
+                .set_nonblocking(true)
+                .ctx(|| "the exec console socket".into())?;
+            let listener = tokio::net::UnixListener::from_std(listener)
+                .ctx(|| "the exec console socket".into())?;
+            let accept = async move {
+                let (conn, _) = listener.accept().await?;
+                let conn = conn.into_std()?;
+                conn.set_nonblocking(false)?;
+                tokio::task::spawn_blocking(move || -> std::io::Result<OwnedFd> {
+                    shoal_runtime::console::recv_fd(conn.as_raw_fd())
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            };
+            tokio::pin!(accept);
             let master = tokio::select! {
-                m = master => m.map_err(|e| Error::Internal(e.to_string()))?.ok(),
-                _ = child.wait() => None,
+                m = &mut accept => m.ok(),
+                // With --detach the runtime exits right after handing the pty over: take
+                // it if it was sent (dropping it would hang up the process).
+                _ = child.wait() => tokio::time::timeout(Duration::from_secs(1), accept)
+                    .await
+                    .ok()
+                    .and_then(|m| m.ok()),
             };
             if let Some(master) = master {
                 if let Some((r, c)) = opts.size {

@@ -6,6 +6,7 @@ pub mod dispatcher;
 pub mod error;
 pub mod ids;
 pub mod join;
+pub mod logs;
 pub mod node_ca;
 pub mod objects;
 pub mod orchestrator;

@@ -8,6 +8,7 @@ use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
 use shoal_api::v1::{
     AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
     IssueNodeCertificateRequest, IssueNodeCertificateResponse, JoinRaftRequest, JoinRaftResponse,
+    LogEvent, LogSubscription, LogSubscriptionsRequest, PublishLogsMessage, PublishLogsResponse,
     RenewCertificateRequest, RenewCertificateResponse, UpdateTaskStatusRequest,
     UpdateTaskStatusResponse,
 };
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::ca::{hex, identity, Role};
 use crate::dispatcher::Liveness;
 use crate::ids::{random_id, random_raft_id};
+use crate::logs::LogBroker;
 use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState, RemovedNode};
 use crate::service::{is_terminal, rank, Task};
 use crate::{JoinToken, RootCa};
@@ -28,23 +30,28 @@ pub struct NodeCaService {
     liveness: Arc<Liveness>,
     /// This manager's own credentials, to forward heartbeats to the leader.
     security: Option<Arc<shoal_store::Security>>,
+    /// Log subscriptions for the agents connected here.
+    broker: Arc<LogBroker>,
 }
 
 pub fn service(replica: Replica) -> NodeCaServer<NodeCaService> {
-    service_with(replica, Arc::default(), None)
+    service_with(replica, Arc::default(), None, Arc::default())
 }
 
 /// The node CA with the dispatcher's heartbeats: `liveness` is what `dispatcher::monitor`
-/// reads; `security` (this manager's credentials) lets a follower forward heartbeats.
+/// reads; `security` (this manager's credentials) lets a follower forward heartbeats;
+/// `broker` serves log subscriptions through the agents connected here.
 pub fn service_with(
     replica: Replica,
     liveness: Arc<Liveness>,
     security: Option<Arc<shoal_store::Security>>,
+    broker: Arc<LogBroker>,
 ) -> NodeCaServer<NodeCaService> {
     NodeCaServer::new(NodeCaService {
         replica,
         liveness,
         security,
+        broker,
     })
 }
 
@@ -70,28 +77,135 @@ fn assigned(replica: &Replica, node_id: &str) -> Result<Vec<shoal_api::v1::Task>
     Ok(tasks)
 }
 
+impl NodeCaService {
+    fn not_removed(&self, node_id: &str) -> Result<(), Status> {
+        let removed = self
+            .replica
+            .state()
+            .get_obj::<RemovedNode>(node_id)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        match removed {
+            Some(_) => Err(Status::permission_denied(format!(
+                "node {node_id} was removed from the swarm"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Pass `items` to a response stream until either side ends (or this manager's replica
+/// stops); dropping `items` then releases whatever it holds.
+fn forward<T, S>(
+    replica: &Replica,
+    items: S,
+) -> tokio_stream::wrappers::ReceiverStream<Result<T, Status>>
+where
+    T: Send + 'static,
+    S: futures::Stream<Item = T> + Send + 'static,
+{
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let replica = replica.clone();
+    tokio::spawn(async move {
+        let mut items = std::pin::pin!(items);
+        loop {
+            tokio::select! {
+                item = items.next() => match item {
+                    Some(item) => {
+                        if tx.send(Ok(item)).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                _ = tx.closed() => return,
+                _ = replica.stopped() => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 #[tonic::async_trait]
 impl NodeCa for NodeCaService {
     type AssignmentsStream =
         tokio_stream::wrappers::ReceiverStream<Result<AssignmentsMessage, Status>>;
+    type LogSubscriptionsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<LogSubscription, Status>>;
+    type SubscribeLogsStream = tokio_stream::wrappers::ReceiverStream<Result<LogEvent, Status>>;
+
+    async fn log_subscriptions(
+        &self,
+        request: Request<LogSubscriptionsRequest>,
+    ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
+        let caller = caller(&request, "log subscriptions need a node certificate")?;
+        self.not_removed(&caller.node_id)?;
+        let listener = self.broker.listen(&caller.node_id);
+        let items = futures::stream::unfold(listener, |mut l| async move {
+            let s = l.subscriptions.recv().await?;
+            Some((s, l))
+        });
+        Ok(Response::new(forward(&self.replica, items)))
+    }
+
+    async fn publish_logs(
+        &self,
+        request: Request<tonic::Streaming<PublishLogsMessage>>,
+    ) -> Result<Response<PublishLogsResponse>, Status> {
+        let caller = caller(&request, "publishing logs needs a node certificate")?;
+        self.not_removed(&caller.node_id)?;
+        let mut stream = request.into_inner();
+        // Tasks checked to be the caller's: a node publishes only its own tasks' lines.
+        let mut mine: std::collections::HashSet<String> = Default::default();
+        while let Some(msg) = stream.message().await? {
+            for r in &msg.records {
+                if mine.contains(&r.task_id) {
+                    continue;
+                }
+                let task = self
+                    .replica
+                    .state()
+                    .get_obj::<Task>(&r.task_id)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                if task.is_none_or(|t| t.object.0.node_id != caller.node_id) {
+                    return Err(Status::permission_denied(format!(
+                        "task {} is not node {}'s",
+                        r.task_id, caller.node_id
+                    )));
+                }
+                mine.insert(r.task_id.clone());
+            }
+            if self.broker.publish(&caller.node_id, msg).await.is_err() {
+                break; // the subscriber is gone
+            }
+        }
+        Ok(Response::new(PublishLogsResponse {}))
+    }
+
+    async fn subscribe_logs(
+        &self,
+        request: Request<LogSubscription>,
+    ) -> Result<Response<Self::SubscribeLogsStream>, Status> {
+        let caller = caller(&request, "log subscriptions need a manager certificate")?;
+        if caller.role != Role::Manager {
+            return Err(Status::permission_denied(
+                "only managers may subscribe to the logs of another manager's nodes",
+            ));
+        }
+        let sub = self.broker.subscribe(request.into_inner());
+        let items = futures::stream::unfold(sub, |mut s| async move {
+            let e = s.events.recv().await?;
+            Some((e, s))
+        });
+        Ok(Response::new(forward(&self.replica, items)))
+    }
 
     async fn assignments(
         &self,
         request: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let caller = caller(&request, "assignments need a node certificate")?;
-        if self
-            .replica
-            .state()
-            .get_obj::<RemovedNode>(&caller.node_id)
-            .map_err(|e| Status::internal(e.to_string()))?
-            .is_some()
-        {
-            return Err(Status::permission_denied(format!(
-                "node {} was removed from the swarm",
-                caller.node_id
-            )));
-        }
+        self.not_removed(&caller.node_id)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let replica = self.replica.clone();
         tokio::spawn(async move {

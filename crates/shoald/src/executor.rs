@@ -16,9 +16,9 @@ use shoal_api::ContainerStatus;
 use shoal_engine::Engine;
 use tokio_stream::StreamExt;
 
-type NodeCaClient = api::node_ca_client::NodeCaClient<tonic::transport::Channel>;
+pub(crate) type NodeCaClient = api::node_ca_client::NodeCaClient<tonic::transport::Channel>;
 
-const TASK_LABEL: &str = "com.docker.swarm.task.id";
+pub(crate) const TASK_LABEL: &str = "com.docker.swarm.task.id";
 
 pub struct Executor {
     pub node_id: String,
@@ -71,6 +71,11 @@ pub async fn run(ex: Executor) {
         };
         // A new session: the manager may have missed reports.
         reported.clear();
+        // Log subscriptions come from the same manager, for as long as the session lasts.
+        let logs = AbortOnDrop(tokio::spawn(crate::task_logs::listen(
+            client.clone(),
+            ex.engine.clone(),
+        )));
         // Nothing is reconciled before the session's first task set: an empty list would
         // mean "remove every task's container".
         let mut tasks: Option<Vec<api::Task>> = None;
@@ -93,7 +98,17 @@ pub async fn run(ex: Executor) {
                 report(&mut client, updates).await;
             }
         }
+        drop(logs);
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -7,6 +7,7 @@ mod api;
 mod executor;
 mod services;
 mod swarm;
+mod task_logs;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

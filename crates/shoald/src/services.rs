@@ -2,7 +2,7 @@
 //! leader's control loop (`shoal_manager::orchestrator`) makes the tasks; this only records
 //! what the user wants and reports what is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use shoal_api::v1 as api;
@@ -15,7 +15,9 @@ use shoal_store::table::{create, delete, update};
 use shoal_store::Versioned;
 use tonic::{Request, Response, Status};
 
-use crate::swarm::{internal, now, store_status, unavailable, Active, SwarmApi};
+use shoal_manager::logs::{Gathered, Source};
+
+use crate::swarm::{internal, now, store_status, unavailable, Active, Creds, SwarmApi};
 
 pub struct ServicesApi {
     swarm: Arc<SwarmApi>,
@@ -123,8 +125,172 @@ impl ServicesApi {
     }
 }
 
+/// How `svc logs` names a task: `name.slot`, or `name.node` for a global one.
+fn task_name(t: &api::Task) -> String {
+    if t.slot == 0 {
+        format!("{}.{}", t.service_name, t.node_id)
+    } else {
+        format!("{}.{}", t.service_name, t.slot)
+    }
+}
+
+/// Another manager's log events for `spec`, connecting when first polled.
+fn peer_source(addr: String, creds: Creds, spec: api::LogSubscription) -> Source {
+    use futures::StreamExt;
+    let events = futures::stream::once(async move {
+        let mut client = shoal_manager::join::client(&addr, &creds.ca, &creds.cert, &creds.key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stream = client
+            .subscribe_logs(spec)
+            .await
+            .map_err(|e| e.message().to_string())?
+            .into_inner();
+        Ok::<_, String>(stream.map(|e| e.map_err(|s| s.message().to_string())))
+    });
+    Box::pin(events.flat_map(|r| match r {
+        Ok(s) => s.boxed(),
+        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+    }))
+}
+
+impl ServicesApi {
+    /// What `svc logs` asks for: the service and, for one task, that task's id.
+    fn logs_target(a: &Active, target: &str) -> Result<(Versioned<Service>, Vec<String>), Status> {
+        match Self::find_service(a, target) {
+            Ok(s) => Ok((s, Vec::new())),
+            Err(e) if e.code() == tonic::Code::NotFound => {
+                let sm = a.r()?.state();
+                let task = match sm.get_obj::<Task>(target).map_err(internal)? {
+                    Some(t) => t,
+                    None => {
+                        let found: Vec<_> = sm
+                            .list_obj::<Task>()
+                            .map_err(internal)?
+                            .into_iter()
+                            .filter(|t| target.len() >= 3 && t.object.0.id.starts_with(target))
+                            .collect();
+                        if found.len() != 1 {
+                            return Err(Status::not_found(format!(
+                                "no such service or task: {target}"
+                            )));
+                        }
+                        found.into_iter().next().expect("one")
+                    }
+                };
+                let service = sm
+                    .get_obj::<Service>(&task.object.0.service_id)
+                    .map_err(internal)?
+                    .ok_or_else(|| Status::not_found(format!("task {target}'s service is gone")))?;
+                Ok((service, vec![task.object.0.id]))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Services for ServicesApi {
+    type ServiceLogsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<api::ServiceLogsMessage, Status>>;
+
+    async fn service_logs(
+        &self,
+        request: Request<api::ServiceLogsRequest>,
+    ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+        let req = request.into_inner();
+        // No read barrier: logs come from the nodes, and stay readable without a quorum.
+        let a = self.swarm.active().await?;
+        let sm = a.r()?.state().clone();
+        let broker = a
+            .broker
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node is not a manager"))?;
+        let (service, only) = Self::logs_target(&a, &req.target)?;
+        let tasks: Vec<api::Task> = sm
+            .list_obj::<Task>()
+            .map_err(internal)?
+            .into_iter()
+            .map(|t| t.object.0)
+            .filter(|t| t.service_id == service.object.id)
+            .filter(|t| only.is_empty() || only.contains(&t.id))
+            .collect();
+        let nodes: Vec<Versioned<Node>> = sm.list_obj::<Node>().map_err(internal)?;
+        let names: HashMap<String, String> = nodes
+            .iter()
+            .map(|n| (n.object.id.clone(), n.object.hostname.clone()))
+            .collect();
+        let expected = tasks
+            .iter()
+            .filter(|t| names.contains_key(&t.node_id))
+            .map(|t| t.node_id.clone())
+            .collect();
+        let spec = api::LogSubscription {
+            id: random_id(),
+            service_id: service.object.id.clone(),
+            task_ids: only,
+            follow: req.follow,
+            tail: req.tail,
+            cancel: false,
+        };
+        let mut sources: Vec<(String, Source)> = vec![(
+            a.m.advertise_addr.clone(),
+            shoal_manager::logs::local_source(broker.subscribe(spec.clone())),
+        )];
+        for n in &nodes {
+            let n = &n.object;
+            if n.role == shoal_manager::objects::NodeRole::Manager && n.id != a.m.node_id {
+                let source = peer_source(n.addr.clone(), a.creds.clone(), spec.clone());
+                sources.push((n.addr.clone(), source));
+            }
+        }
+        let mut gathered = shoal_manager::logs::gather(sources, expected, names.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut named: HashSet<String> = HashSet::new();
+            let name =
+                |named: &mut HashSet<String>, msg: &mut api::ServiceLogsMessage, t: &api::Task| {
+                    if named.insert(t.id.clone()) {
+                        msg.task_names.insert(t.id.clone(), task_name(t));
+                        msg.task_nodes.insert(t.id.clone(), t.node_id.clone());
+                    }
+                };
+            let mut first = api::ServiceLogsMessage {
+                node_names: names,
+                ..Default::default()
+            };
+            for t in &tasks {
+                name(&mut named, &mut first, t);
+            }
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            while let Some(g) = gathered.recv().await {
+                let mut msg = api::ServiceLogsMessage::default();
+                match g {
+                    Gathered::Notice(n) => msg.notice = n,
+                    Gathered::Lines(_, records) => {
+                        // Tasks made since (following through a replacement or a scale).
+                        for r in &records {
+                            if !named.contains(&r.task_id) {
+                                if let Ok(Some(t)) = sm.get_obj::<Task>(&r.task_id) {
+                                    name(&mut named, &mut msg, &t.object.0);
+                                }
+                            }
+                        }
+                        msg.records = records;
+                    }
+                }
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn update_service(
         &self,
         request: Request<api::UpdateServiceRequest>,

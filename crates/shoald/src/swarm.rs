@@ -42,7 +42,7 @@ pub(crate) struct Membership {
     managers: Vec<String>,
     raft_id: u64,
     cluster_id: String,
-    advertise_addr: String,
+    pub(crate) advertise_addr: String,
     listen_addr: String,
     /// Hex SHA-256 of the root that signed this node's certificate.
     #[serde(default)]
@@ -57,6 +57,10 @@ pub(crate) struct Active {
     pub(crate) m: Membership,
     /// Managers only: this node's replica of the store.
     replica: Option<Replica>,
+    /// Managers only: log subscriptions for the agents connected here.
+    pub(crate) broker: Option<Arc<shoal_manager::logs::LogBroker>>,
+    /// This node's credentials (PEM: roots, certificate, key), to call other managers.
+    pub(crate) creds: Creds,
     /// The agent's heartbeats, and on managers the leader's liveness monitor.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -81,6 +85,13 @@ impl Active {
             )
         })
     }
+}
+
+#[derive(Clone, Default)]
+pub(crate) struct Creds {
+    pub(crate) ca: String,
+    pub(crate) cert: String,
+    pub(crate) key: String,
 }
 
 pub struct SwarmApi {
@@ -233,6 +244,8 @@ impl SwarmApi {
             return Ok(Active {
                 m,
                 replica: None,
+                broker: None,
+                creds: Creds { ca, cert, key },
                 tasks: vec![agent, executor],
             });
         }
@@ -275,10 +288,12 @@ impl SwarmApi {
         };
         let _ = removed.set(replica.state().clone());
         let liveness = Arc::new(shoal_manager::dispatcher::Liveness::default());
+        let broker = Arc::new(shoal_manager::logs::LogBroker::default());
         let node_ca = shoal_manager::node_ca::service_with(
             replica.clone(),
             liveness.clone(),
             cfg.security.clone(),
+            broker.clone(),
         );
         replica.serve_with(listener, move |router| router.add_service(node_ca))?;
         let monitor = tokio::spawn(shoal_manager::dispatcher::monitor(
@@ -290,6 +305,8 @@ impl SwarmApi {
         Ok(Active {
             m,
             replica: Some(replica),
+            broker: Some(broker),
+            creds: Creds { ca, cert, key },
             tasks: vec![agent, executor, monitor, orchestrator],
         })
     }

@@ -29,6 +29,35 @@ pub enum ServiceCommand {
     Update(Box<UpdateArgs>),
     /// Go back to the service's previous spec (per its rollback config).
     Rollback(RollbackArgs),
+    /// The logs of a service's tasks (or one task's), from every node.
+    Logs(LogsArgs),
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output (new tasks' too).
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines from the end of each task's log ("all" for everything).
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps.
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Leave task ids out of the prefix.
+    #[arg(long = "no-task-ids")]
+    no_task_ids: bool,
+    /// Full task ids.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Node and task ids instead of names.
+    #[arg(long = "no-resolve")]
+    no_resolve: bool,
+    /// Only the lines, with no prefix.
+    #[arg(long)]
+    raw: bool,
+    /// A service (name or id) or a task id.
+    target: String,
 }
 
 #[derive(Args)]
@@ -547,6 +576,7 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
             }
             return Ok(i32::from(failed));
         }
+        ServiceCommand::Logs(a) => return logs(&mut client, a).await,
         ServiceCommand::Scale(a) => {
             let mut parsed = Vec::new();
             for s in &a.scales {
@@ -690,6 +720,96 @@ async fn follow_update(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// docker's `service logs`: each line prefixed `task@node    | `, the prefixes padded to
+/// one width; what could not be read is said on stderr, and then the exit code is 1.
+async fn logs(
+    client: &mut api::services_client::ServicesClient<tonic::transport::Channel>,
+    a: LogsArgs,
+) -> Result<i32> {
+    use std::io::Write;
+    let tail = match a.tail.as_str() {
+        "all" | "-1" => None,
+        n => Some(
+            n.parse::<u64>()
+                .map_err(|_| anyhow!("invalid --tail {n:?}: use a number or \"all\""))?,
+        ),
+    };
+    let mut stream = client
+        .service_logs(api::ServiceLogsRequest {
+            target: a.target.clone(),
+            follow: a.follow,
+            tail,
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    let mut task_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut task_nodes: BTreeMap<String, String> = BTreeMap::new();
+    let mut node_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut width = 0;
+    let mut incomplete = false;
+    let prefix = |task: &str,
+                  task_names: &BTreeMap<String, String>,
+                  task_nodes: &BTreeMap<String, String>,
+                  node_names: &BTreeMap<String, String>| {
+        let node_id = task_nodes.get(task).map_or("", String::as_str);
+        let id = if a.no_trunc { task } else { short(task) };
+        let name = match task_names.get(task) {
+            Some(n) if !a.no_resolve => n.clone(),
+            _ => id.to_string(),
+        };
+        let task_part = if a.no_task_ids || a.no_resolve || !task_names.contains_key(task) {
+            name
+        } else {
+            format!("{name}.{id}")
+        };
+        let node = if a.no_resolve {
+            node_id
+        } else {
+            node_names.get(node_id).map_or(node_id, String::as_str)
+        };
+        format!("{task_part}@{node}")
+    };
+    let mut out = std::io::stdout().lock();
+    let mut err_out = std::io::stderr().lock();
+    while let Some(m) = stream.message().await.map_err(err)? {
+        if !m.task_names.is_empty() {
+            task_names.extend(m.task_names);
+            task_nodes.extend(m.task_nodes);
+            node_names.extend(m.node_names);
+            width = task_names
+                .keys()
+                .map(|t| prefix(t, &task_names, &task_nodes, &node_names).len())
+                .max()
+                .unwrap_or(0);
+        }
+        if !m.notice.is_empty() {
+            out.flush()?;
+            writeln!(err_out, "shoal: {}", m.notice)?;
+            incomplete = true;
+        }
+        for r in m.records {
+            // As docker: what a task wrote to stderr goes to stderr.
+            let w: &mut dyn Write = if r.stream == "stderr" {
+                &mut err_out
+            } else {
+                &mut out
+            };
+            if !a.raw {
+                let p = prefix(&r.task_id, &task_names, &task_nodes, &node_names);
+                write!(w, "{p:<width$}    | ")?;
+            }
+            if a.timestamps {
+                write!(w, "{} ", r.time)?;
+            }
+            w.write_all(&r.line)?;
+        }
+        out.flush()?;
+        err_out.flush()?;
+    }
+    Ok(i32::from(incomplete))
 }
 
 fn short(id: &str) -> &str {
