@@ -412,11 +412,12 @@ fn parse_time(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
 }
 
 /// Roll a replicated service's slots whose live task runs an older spec: in batches of
-/// `parallelism`, each batch once the previous one has run for `monitor` and `delay` has
-/// passed since; stop-first (the old task stops as the new one is made) or start-first
-/// (the old one stops once the new one runs); failures beyond `max_failure_ratio` pause,
-/// continue or roll back. All of it is read from the store (task versions, statuses and
-/// times), so a new leader carries on where the last one was.
+/// `parallelism`, each batch once the previous one runs and `delay` has passed since (the
+/// update completes once every new task has run for `monitor`); stop-first (the old task
+/// stops as the new one is made) or start-first (the old one stops once the new one runs);
+/// failures beyond `max_failure_ratio` pause, continue or roll back. All of it is read from
+/// the store (task versions, statuses and times), so a new leader carries on where the last
+/// one was.
 #[allow(clippy::too_many_arguments)]
 fn rolling_update(
     s: &Versioned<Service>,
@@ -461,8 +462,10 @@ fn rolling_update(
         .and_then(|u| parse_time(&u.started_at));
 
     let mut dirty = Vec::new();
+    // New tasks not running yet; running but still within their monitor window.
     let mut in_progress = 0usize;
-    let mut last_stable: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut watching = 0usize;
+    let mut last_running: Option<chrono::DateTime<chrono::Utc>> = None;
     let mut failed: Vec<String> = Vec::new();
     for slot in 1..=svc.spec.replicas {
         let in_slot: &[&Versioned<Task>] = slots.get(&slot).map_or(&[], Vec::as_slice);
@@ -522,13 +525,14 @@ fn rolling_update(
                         out.push(Change::Update(t, o.version));
                     }
                 }
-                let stable_at = running_since
-                    .map(|r| r + chrono::Duration::from_std(monitor).unwrap_or_default());
-                match stable_at {
-                    Some(at) if at <= now => {
-                        last_stable = Some(last_stable.map_or(at, |l| l.max(at)));
+                match running_since {
+                    Some(r) => {
+                        last_running = Some(last_running.map_or(r, |l| l.max(r)));
+                        if r + chrono::Duration::from_std(monitor).unwrap_or_default() > now {
+                            watching += 1;
+                        }
                     }
-                    _ => in_progress += 1,
+                    None => in_progress += 1,
                 }
             }
         }
@@ -580,7 +584,7 @@ fn rolling_update(
         }
         return;
     }
-    if dirty.is_empty() && in_progress == 0 {
+    if dirty.is_empty() && in_progress == 0 && watching == 0 {
         let (state, message) = if rolling_back {
             ("rollback_completed", "rollback completed")
         } else {
@@ -589,8 +593,9 @@ fn rolling_update(
         out.push(set_status(state, message.into(), true));
         return;
     }
-    // The next batch: once the last one ran for `monitor`, and `delay` after that.
-    let waited = last_stable
+    // The next batch: once the last one runs, and `delay` after that (as docker, the
+    // monitor window holds back only the end of the update, not the next batch).
+    let waited = last_running
         .is_none_or(|l| now >= l + chrono::Duration::from_std(delay).unwrap_or_default());
     if in_progress > 0 || !waited {
         return;
@@ -1124,8 +1129,8 @@ mod tests {
         let mut services = vec![service("replicated", 3)];
         services[0].object.spec.update = Some(api::UpdateConfig {
             parallelism: 1,
-            monitor_ms: 1000,
-            delay_ms: 0,
+            monitor_ms: 2000,
+            delay_ms: 1000,
             ..Default::default()
         });
         let mut tasks = Vec::new();
@@ -1134,7 +1139,8 @@ mod tests {
         settle(&mut services, &mut tasks, &nodes, t0, &mut v, None);
         assert_eq!(versions_running(&tasks), [1, 1, 1]);
 
-        // A new spec: one slot at a time, the next once the last ran for the monitor time.
+        // A new spec: one slot at a time, the next `delay` after the last one runs; the
+        // update completes once the last one has run for the monitor time.
         let bump = |services: &mut Vec<Versioned<Service>>,
                     image: &str,
                     at: chrono::DateTime<chrono::Utc>| {
@@ -1157,24 +1163,26 @@ mod tests {
         );
         let later = |s: i64| t0 + chrono::Duration::milliseconds(s);
         settle(&mut services, &mut tasks, &nodes, later(500), &mut v, None);
-        assert_eq!(versions_running(&tasks), [1, 1, 2], "still monitoring");
+        assert_eq!(versions_running(&tasks), [1, 1, 2], "the delay");
         settle(&mut services, &mut tasks, &nodes, later(1100), &mut v, None);
         assert_eq!(versions_running(&tasks), [1, 2, 2]);
         settle(&mut services, &mut tasks, &nodes, later(2200), &mut v, None);
         assert_eq!(versions_running(&tasks), [2, 2, 2]);
+        let state = |services: &[Versioned<Service>]| {
+            services[0].object.update_status.clone().unwrap().state
+        };
         settle(&mut services, &mut tasks, &nodes, later(3300), &mut v, None);
-        assert_eq!(
-            services[0].object.update_status.as_ref().unwrap().state,
-            "completed"
-        );
+        assert_eq!(state(&services), "updating", "the last one is monitored");
+        settle(&mut services, &mut tasks, &nodes, later(4300), &mut v, None);
+        assert_eq!(state(&services), "completed");
 
         // A spec whose tasks fail: paused after the first failure (ratio 0).
-        bump(&mut services, "busybox:broken", later(4000));
+        bump(&mut services, "busybox:broken", later(5000));
         settle(
             &mut services,
             &mut tasks,
             &nodes,
-            later(4000),
+            later(5000),
             &mut v,
             Some(3),
         );
@@ -1205,14 +1213,11 @@ mod tests {
             &mut services,
             &mut tasks,
             &nodes,
-            later(4100),
+            later(5100),
             &mut v,
             Some(3),
         );
-        assert_eq!(
-            services[0].object.update_status.as_ref().unwrap().state,
-            "rollback_started"
-        );
+        assert_eq!(state(&services), "rollback_started");
         assert_eq!(
             services[0].object.spec.task.as_ref().unwrap().image,
             "busybox:2"
@@ -1223,7 +1228,7 @@ mod tests {
             &mut services,
             &mut tasks,
             &nodes,
-            later(9500),
+            later(10500),
             &mut v,
             Some(3),
         );
@@ -1231,7 +1236,7 @@ mod tests {
             &mut services,
             &mut tasks,
             &nodes,
-            later(15000),
+            later(16000),
             &mut v,
             Some(3),
         );
