@@ -13,6 +13,7 @@ pub mod orchestrator;
 pub mod scheduler;
 pub mod security;
 pub mod service;
+pub mod sessions;
 pub mod token;
 
 pub use ca::{hex, identity, renew_at, Identity, NodeKey, Role, RootCa};

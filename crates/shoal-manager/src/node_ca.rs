@@ -21,9 +21,9 @@ use crate::dispatcher::Liveness;
 use crate::ids::{random_id, random_raft_id};
 use crate::logs::LogBroker;
 use crate::objects::{Availability, Cluster, Node, NodeRole, NodeState, RemovedNode};
-use crate::service::{is_terminal, rank, Task};
+use crate::service::{rank, Task};
+use crate::sessions::{Routed, Sessions};
 use crate::{JoinToken, RootCa};
-use shoal_store::Object;
 
 pub struct NodeCaService {
     replica: Replica,
@@ -32,6 +32,8 @@ pub struct NodeCaService {
     security: Option<Arc<shoal_store::Security>>,
     /// Log subscriptions for the agents connected here.
     broker: Arc<LogBroker>,
+    /// Task changes routed to the agents' sessions here.
+    sessions: Arc<Sessions>,
 }
 
 pub fn service(replica: Replica) -> NodeCaServer<NodeCaService> {
@@ -48,6 +50,7 @@ pub fn service_with(
     broker: Arc<LogBroker>,
 ) -> NodeCaServer<NodeCaService> {
     NodeCaServer::new(NodeCaService {
+        sessions: Sessions::start(&replica),
         replica,
         liveness,
         security,
@@ -68,10 +71,7 @@ fn assigned(replica: &Replica, node_id: &str) -> Result<Vec<shoal_api::v1::Task>
         .map_err(|e| Status::internal(e.to_string()))?
         .into_iter()
         .map(|t| t.object.0)
-        .filter(|t| {
-            let st = t.status.as_ref().map_or("new", |s| s.state.as_str());
-            !is_terminal(st) || t.desired_state == "remove"
-        })
+        .filter(crate::sessions::wanted)
         .collect();
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(tasks)
@@ -206,46 +206,62 @@ impl NodeCa for NodeCaService {
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let caller = caller(&request, "assignments need a node certificate")?;
         self.not_removed(&caller.node_id)?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let mut session = self.sessions.open(&caller.node_id);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         let replica = self.replica.clone();
         tokio::spawn(async move {
-            let mut watch = replica.state().watch();
-            let mut last: Option<Vec<shoal_api::v1::Task>> = None;
+            let mut full = true;
             loop {
-                let tasks = match assigned(&replica, &caller.node_id) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                };
-                if last.as_ref() != Some(&tasks) {
-                    if tx
-                        .send(Ok(AssignmentsMessage {
-                            tasks: tasks.clone(),
-                        }))
-                        .await
-                        .is_err()
-                    {
-                        return; // the agent went away
-                    }
-                    last = Some(tasks);
-                }
-                // The next committed change that touches tasks (or a periodic recheck).
-                let wait = async {
-                    loop {
-                        match watch.rx.recv().await {
-                            Ok(c) if c.events.iter().any(|e| e.table == Task::TABLE) => return,
-                            Ok(_) => continue,
-                            Err(_) => return,
+                let msg = if full {
+                    full = false;
+                    match assigned(&replica, &caller.node_id) {
+                        Ok(tasks) => AssignmentsMessage {
+                            tasks,
+                            ..Default::default()
+                        },
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
                         }
                     }
+                } else {
+                    let first = tokio::select! {
+                        r = session.rx.recv() => match r {
+                            Some(r) => r,
+                            None => return,
+                        },
+                        _ = tx.closed() => return,
+                        _ = replica.stopped() => return,
+                    };
+                    // Everything queued goes in one message.
+                    let mut changed = std::collections::BTreeMap::new();
+                    let mut removed = std::collections::BTreeSet::new();
+                    let mut next = Some(first);
+                    while let Some(r) = next {
+                        match r {
+                            Routed::Changed(t) => {
+                                removed.remove(&t.id);
+                                changed.insert(t.id.clone(), *t);
+                            }
+                            Routed::Removed(id) => {
+                                changed.remove(&id);
+                                removed.insert(id);
+                            }
+                            Routed::Resync => full = true,
+                        }
+                        next = session.rx.try_recv().ok();
+                    }
+                    if full {
+                        continue;
+                    }
+                    AssignmentsMessage {
+                        tasks: changed.into_values().collect(),
+                        incremental: true,
+                        removed: removed.into_iter().collect(),
+                    }
                 };
-                tokio::select! {
-                    _ = wait => {}
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = tx.closed() => return,
-                    _ = replica.stopped() => return,
+                if tx.send(Ok(msg)).await.is_err() {
+                    return; // the agent went away
                 }
             }
         });
@@ -260,6 +276,22 @@ impl NodeCa for NodeCaService {
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
         let caller = caller(&request, "task status needs a node certificate")?;
         let req = request.into_inner();
+        // The whole batch in one write; should a task change meanwhile, each on its own.
+        let mut refused = Vec::new();
+        let mut ops = Vec::new();
+        for u in &req.updates {
+            match status_op(&self.replica, &caller.node_id, u) {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => {}
+                Err(why) => refused.push(why),
+            }
+        }
+        if ops.is_empty() {
+            return Ok(Response::new(UpdateTaskStatusResponse { refused }));
+        }
+        if self.replica.write(ops).await.is_ok() {
+            return Ok(Response::new(UpdateTaskStatusResponse { refused }));
+        }
         let writes = req.updates.into_iter().map(|u| {
             let replica = self.replica.clone();
             let node = caller.node_id.clone();
@@ -605,36 +637,48 @@ async fn forward_heartbeat(
 }
 
 /// One status report: only for a task of `node`, and only forward.
+/// The write that records `u` (None when there is nothing to record: the task is already
+/// there or further on), or why it is refused.
+fn status_op(
+    replica: &Replica,
+    node: &str,
+    u: &shoal_api::v1::TaskStatusUpdate,
+) -> Result<Option<shoal_store::Op>, String> {
+    let Some(status) = &u.status else {
+        return Err(format!("task {}: no status", u.task_id));
+    };
+    let Some(t) = replica
+        .state()
+        .get_obj::<Task>(&u.task_id)
+        .map_err(|e| e.to_string())?
+    else {
+        return Err(format!("task {} does not exist (any more)", u.task_id));
+    };
+    if t.object.0.node_id != node {
+        return Err(format!("task {} is not assigned to node {node}", u.task_id));
+    }
+    let old = t.object.0.status.clone().unwrap_or_default();
+    if rank(&status.state) < rank(&old.state) || old == *status {
+        return Ok(None);
+    }
+    let mut task = t.object;
+    task.0.status = Some(status.clone());
+    task.0.updated_at = status.timestamp.clone();
+    update(&task, t.version)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
 async fn record_status(
     replica: &Replica,
     node: &str,
     u: shoal_api::v1::TaskStatusUpdate,
 ) -> Result<(), String> {
-    let Some(status) = u.status else {
-        return Err(format!("task {}: no status", u.task_id));
-    };
     for _ in 0..5 {
-        let Some(t) = replica
-            .state()
-            .get_obj::<Task>(&u.task_id)
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!("task {} does not exist (any more)", u.task_id));
-        };
-        if t.object.0.node_id != node {
-            return Err(format!("task {} is not assigned to node {node}", u.task_id));
-        }
-        let old = t.object.0.status.clone().unwrap_or_default();
-        if rank(&status.state) < rank(&old.state) || old == status {
+        let Some(op) = status_op(replica, node, &u)? else {
             return Ok(());
-        }
-        let mut task = t.object.clone();
-        task.0.status = Some(status.clone());
-        task.0.updated_at = status.timestamp.clone();
-        match replica
-            .write(vec![update(&task, t.version).map_err(|e| e.to_string())?])
-            .await
-        {
+        };
+        match replica.write(vec![op]).await {
             Ok(_) => return Ok(()),
             Err(shoal_store::Error::Rejected(shoal_store::Rejection::Conflict { .. })) => continue,
             Err(e) => return Err(e.to_string()),

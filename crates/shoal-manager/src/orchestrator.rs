@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use shoal_api::v1 as api;
 use shoal_store::table::{create, delete, update};
-use shoal_store::{Op, Replica, Versioned};
+use shoal_store::{Object, Op, Replica, Versioned};
 
 use crate::ids::random_id;
 use crate::objects::{Cluster, Node, NodeState};
@@ -18,6 +18,8 @@ use crate::service::{is_terminal, mode, Service, Task};
 
 /// docker's default restart delay.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
+/// New tasks written in one request at most.
+const CREATE_CHUNK: usize = 1000;
 
 /// What the loop writes: one change per task.
 #[derive(Debug, Clone, PartialEq)]
@@ -707,48 +709,173 @@ fn history(slots: &BTreeMap<u64, Vec<&Versioned<Task>>>, limit: u64) -> Vec<Chan
 
 /// While this manager leads: keep services true. Runs until aborted.
 pub async fn run(replica: Replica) {
+    let mut world: Option<Cache> = None;
     let mut watch = replica.state().watch();
     loop {
         // Wake on any committed change, or once a second (restart delays, node liveness).
+        let mut changes = Vec::new();
         tokio::select! {
-            _ = watch.rx.recv() => {
-                while watch.rx.try_recv().is_ok() {}
+            c = watch.rx.recv() => changes.push(c),
+            r = watch.resets.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                world = None;
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        loop {
+            match watch.rx.try_recv() {
+                Ok(c) => changes.push(Ok(c)),
+                Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => {
+                    changes.push(Err(tokio::sync::broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
+            }
+        }
+        for c in changes {
+            match (c, world.as_mut()) {
+                (Ok(c), Some(w)) => w.apply(&c),
+                (Ok(_), None) => {}
+                // Missed changes: read everything again.
+                (Err(tokio::sync::broadcast::error::RecvError::Lagged(_)), _) => world = None,
+                (Err(tokio::sync::broadcast::error::RecvError::Closed), _) => return,
+            }
+        }
+        if world.is_none() {
+            // Subscribed before reading: a change in between is applied twice, harmlessly.
+            match Cache::load(&replica) {
+                Ok(w) => world = Some(w),
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the services and tasks (retrying)");
+                    continue;
+                }
+            }
         }
         if !replica.is_leader() {
             continue;
         }
-        if let Err(e) = reconcile(&replica).await {
-            tracing::debug!(error = %e, "service reconciliation (retrying)");
+        if let Some(w) = &world {
+            if let Err(e) = reconcile(&replica, w).await {
+                tracing::debug!(error = %e, "service reconciliation (retrying)");
+            }
+        }
+    }
+}
+
+/// The leader's copy of services, tasks and nodes, kept current from the committed changes,
+/// so a round of the loop reads no table (100,000 tasks take a while to read and decode).
+struct Cache {
+    services: Table<Service>,
+    tasks: Table<Task>,
+    nodes: Table<Node>,
+}
+
+/// Objects in a vector (what a plan reads) with their positions by id.
+struct Table<T> {
+    items: Vec<Versioned<T>>,
+    at: HashMap<String, usize>,
+    id: fn(&T) -> String,
+}
+
+impl<T: shoal_store::Object> Table<T> {
+    fn new(items: Vec<Versioned<T>>, id: fn(&T) -> String) -> Self {
+        let at = items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (id(&v.object), i))
+            .collect();
+        Table { items, at, id }
+    }
+
+    fn apply(&mut self, e: &shoal_store::Event, index: u64) {
+        match e.kind {
+            shoal_store::EventKind::Deleted => {
+                if let Some(i) = self.at.remove(&e.id) {
+                    self.items.swap_remove(i);
+                    // The last item moved into the hole.
+                    if let Some(moved) = self.items.get(i) {
+                        self.at.insert((self.id)(&moved.object), i);
+                    }
+                }
+            }
+            _ => {
+                let Ok(object) = serde_json::from_value::<T>(e.data.clone()) else {
+                    return;
+                };
+                match self.at.get(&e.id) {
+                    Some(&i) if self.items[i].version >= index => {}
+                    Some(&i) => {
+                        self.items[i].version = index;
+                        self.items[i].object = object;
+                    }
+                    None => {
+                        self.at.insert(e.id.clone(), self.items.len());
+                        self.items.push(Versioned {
+                            version: index,
+                            created: index,
+                            object,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Cache {
+    #[allow(clippy::result_large_err)]
+    fn load(replica: &Replica) -> shoal_store::Result<Cache> {
+        let sm = replica.state();
+        Ok(Cache {
+            services: Table::new(sm.list_obj::<Service>()?, |s| s.id.clone()),
+            tasks: Table::new(sm.list_obj::<Task>()?, |t| t.0.id.clone()),
+            nodes: Table::new(sm.list_obj::<Node>()?, |n| n.id.clone()),
+        })
+    }
+
+    fn apply(&mut self, c: &shoal_store::Change) {
+        for e in &c.events {
+            match e.table.as_str() {
+                Service::TABLE => self.services.apply(e, c.index),
+                Task::TABLE => self.tasks.apply(e, c.index),
+                Node::TABLE => self.nodes.apply(e, c.index),
+                _ => {}
+            }
         }
     }
 }
 
 #[allow(clippy::result_large_err)]
-async fn reconcile(replica: &Replica) -> shoal_store::Result<()> {
-    let sm = replica.state();
-    let services = sm.list_obj::<Service>()?;
-    let tasks = sm.list_obj::<Task>()?;
-    if services.is_empty() && tasks.is_empty() {
+async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<()> {
+    if w.services.items.is_empty() && w.tasks.items.is_empty() {
         return Ok(());
     }
-    let nodes = sm.list_obj::<Node>()?;
-    let history = sm
+    let history = replica
+        .state()
         .get_obj::<Cluster>(Cluster::KEY)?
         .map_or(5, |c| c.object.task_history_limit);
     let changes = plan(&World {
-        services: &services,
-        tasks: &tasks,
-        nodes: &nodes,
+        services: &w.services.items,
+        tasks: &w.tasks.items,
+        nodes: &w.nodes.items,
         now: chrono::Utc::now(),
         history,
     });
     // Independent writes: a conflict on one task (an agent's report) does not hold up the
     // rest; the next round sees the new state. The replica batches them into few entries.
-    let writes = changes.iter().filter_map(|c| c.op().ok()).map(|op| {
+    // New tasks cannot conflict: they go in chunks.
+    let (new, other): (Vec<&Change>, Vec<&Change>) =
+        changes.iter().partition(|c| matches!(c, Change::Create(_)));
+    let mut requests: Vec<Vec<Op>> = new
+        .chunks(CREATE_CHUNK)
+        .map(|chunk| chunk.iter().filter_map(|c| c.op().ok()).collect())
+        .collect();
+    requests.extend(other.iter().filter_map(|c| c.op().ok()).map(|op| vec![op]));
+    let writes = requests.into_iter().map(|ops| {
         let r = replica.clone();
-        async move { r.write(vec![op]).await }
+        async move { r.write(ops).await }
     });
     for res in futures::future::join_all(writes).await {
         if let Err(e) = res {

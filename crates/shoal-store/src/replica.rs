@@ -93,6 +93,12 @@ type Waiter = tokio::sync::oneshot::Sender<Proposed>;
 
 /// The most requests one entry carries.
 const MAX_BATCH: usize = 1024;
+/// The most operations one entry gathers from several requests (a single larger request
+/// still goes in an entry of its own): entries stay around a megabyte, so a batch of them
+/// fits a replication message.
+const MAX_BATCH_OPS: usize = 2048;
+/// Entries in one replication message at most.
+const MAX_PAYLOAD_ENTRIES: u64 = 32;
 /// Entries handed to Raft and not yet applied, at most. openraft's leader writes and
 /// flushes each entry it is given before it takes the next, so writes that arrive meanwhile
 /// wait here and go together in the next entry: one fsync and one replication round for
@@ -105,14 +111,31 @@ async fn batch_writes(
     mut rx: tokio::sync::mpsc::UnboundedReceiver<(Request, Waiter)>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    while let Some(first) = rx.recv().await {
+    // A write that did not fit the last entry: it starts the next.
+    let mut held: Option<(Request, Waiter)> = None;
+    loop {
+        let first = match held.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
+        let mut ops = first.0.ops.len();
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH && ops < MAX_BATCH_OPS {
             match rx.try_recv() {
-                Ok(w) => batch.push(w),
+                Ok(w) if ops + w.0.ops.len() > MAX_BATCH_OPS => {
+                    held = Some(w);
+                    break;
+                }
+                Ok(w) => {
+                    ops += w.0.ops.len();
+                    batch.push(w);
+                }
                 Err(_) => break,
             }
         }
@@ -159,6 +182,7 @@ impl Replica {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: cfg.keep_behind_snapshot,
             install_snapshot_timeout: 2_000,
+            max_payload_entries: MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

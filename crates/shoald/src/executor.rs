@@ -8,7 +8,7 @@
 //! wanted removed (or no longer assigned) has it removed. What it sees is reported in
 //! batches with `UpdateTaskStatus`; statuses only move forward, so re-sending is harmless.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use shoal_api::v1 as api;
@@ -78,12 +78,12 @@ pub async fn run(ex: Executor) {
         )));
         // Nothing is reconciled before the session's first task set: an empty list would
         // mean "remove every task's container".
-        let mut tasks: Option<Vec<api::Task>> = None;
+        let mut tasks: Option<BTreeMap<String, api::Task>> = None;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(Ok(m)) => tasks = Some(m.tasks),
+                    Some(Ok(m)) => apply(&mut tasks, m),
                     Some(Err(e)) => {
                         tracing::debug!(manager = %addr, error = %e.message(), "assignments stream ended");
                         break;
@@ -93,13 +93,31 @@ pub async fn run(ex: Executor) {
                 _ = tick.tick() => {}
             }
             let Some(tasks) = &tasks else { continue };
-            let updates = reconcile(&ex.engine, tasks, &mut reported).await;
+            let tasks: Vec<api::Task> = tasks.values().cloned().collect();
+            let updates = reconcile(&ex.engine, &tasks, &mut reported).await;
             if !updates.is_empty() {
                 report(&mut client, updates).await;
             }
         }
         drop(logs);
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The node's task set after `m`: the whole set, or changes to the one known.
+fn apply(tasks: &mut Option<BTreeMap<String, api::Task>>, m: api::AssignmentsMessage) {
+    let set = match tasks {
+        Some(set) if m.incremental => set,
+        _ => tasks.insert(BTreeMap::new()),
+    };
+    if !m.incremental {
+        set.clear();
+    }
+    for id in &m.removed {
+        set.remove(id);
+    }
+    for t in m.tasks {
+        set.insert(t.id.clone(), t);
     }
 }
 

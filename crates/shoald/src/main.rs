@@ -5,6 +5,7 @@
 
 mod api;
 mod executor;
+mod hollow;
 mod services;
 mod swarm;
 mod task_logs;
@@ -48,6 +49,19 @@ struct Args {
     /// The nftables table (family ip) this daemon owns.
     #[arg(long = "nft-table", default_value = "shoal", hide = true)]
     nft_table: String,
+    /// Hollow-node mode, for scale benchmarks: join N nodes that run nothing (tasks are
+    /// reported running) to the swarm at --join with --join-token; no engine, no socket.
+    #[arg(long = "hollow-nodes", value_name = "N", requires_all = ["join", "join_token"])]
+    hollow_nodes: Option<usize>,
+    /// Hollow-node mode: managers to join (MANAGER:PORT), spread over the nodes.
+    #[arg(long = "join", value_name = "MANAGER:PORT")]
+    join: Vec<String>,
+    /// Hollow-node mode: a worker join token.
+    #[arg(long = "join-token", value_name = "TOKEN")]
+    join_token: Option<String>,
+    /// Hollow-node mode: hostname prefix.
+    #[arg(long = "hollow-prefix", default_value = "hollow")]
+    hollow_prefix: String,
 }
 
 fn main() {
@@ -66,6 +80,15 @@ fn main() {
             std::process::exit(1);
         }
     };
+    if let Some(n) = args.hollow_nodes {
+        let token = args.join_token.clone().unwrap_or_default();
+        let run = hollow::run(n, token, args.join.clone(), args.hollow_prefix.clone());
+        if let Err(e) = rt.block_on(run) {
+            eprintln!("shoald: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = rt.block_on(serve(args)) {
         tracing::error!("{e:#}");
         eprintln!("shoald: {e:#}");
