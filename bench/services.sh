@@ -16,7 +16,7 @@
 # Both sides are timed the same way: the command with -d, then polling the CLI (every 50 ms)
 # for the running count or the update state. docker's agents are started with
 # DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1, so they use the loaded image instead of trying a
-# registry this machine cannot reach (its best case).
+# registry this machine cannot reach, and its CLI gets --no-resolve-image (its best case).
 #
 #   sudo bench/services.sh        (SHOAL_BIN_DIR as in start-latency.sh; TRIALS; RESULTS_DIR)
 set -euo pipefail
@@ -123,6 +123,10 @@ fi
 # ------------------------------------------------------------------ per-system commands
 # cli SYSTEM ARGS...: the manager's CLI of shoal or docker.
 cli() { local s=$1; shift; if [[ $s == shoal ]]; then sh_ 0 "$@"; else dk 0 "$@"; fi; }
+# docker's CLI asks a registry for the image's digest first (this machine reaches none): it
+# is told not to, so only the orchestration is timed.
+NORESOLVE=(--no-resolve-image)
+svc_flags() { if [[ $1 == docker ]]; then echo "${NORESOLVE[@]}"; fi; }
 
 replicas() { # SYSTEM SERVICE: "running/desired"
     if [[ $1 == shoal ]]; then
@@ -176,7 +180,7 @@ for s in "${SYSTEMS[@]}"; do
     until all_ready "$s"; do sleep 0.2; done
     log "$s: create --replicas 3"
     t=$(now_ms)
-    cli "$s" service create -d --name web --replicas 3 --stop-signal KILL busybox sleep 1d >/dev/null
+    cli "$s" service create -d $(svc_flags "$s") --name web --replicas 3 --stop-signal KILL busybox sleep 1d >/dev/null
     R[${s}_create]=$(until_ms "$t" replicas_are "$s" web 3/3)
     log "$s: scale 3 -> 30"
     t=$(now_ms)
@@ -184,13 +188,13 @@ for s in "${SYSTEMS[@]}"; do
     R[${s}_scale]=$(until_ms "$t" replicas_are "$s" web 30/30)
     log "$s: rolling update of 30, parallelism 10, monitor 1 s"
     t=$(now_ms)
-    cli "$s" service update -d --image busybox:v2 --update-parallelism 10 --update-monitor 1s web >/dev/null
+    cli "$s" service update -d $(svc_flags "$s") --image busybox:v2 --update-parallelism 10 --update-monitor 1s web >/dev/null
     R[${s}_update]=$(until_ms "$t" state_is "$s" web completed)
     until replicas_are "$s" web 30/30; do sleep 0.05; done
     cli "$s" service rm web >/dev/null
 
     log "$s: worker death, $TRIALS trials"
-    cli "$s" service create -d --name death --replicas 6 --stop-signal KILL busybox sleep 1d >/dev/null
+    cli "$s" service create -d $(svc_flags "$s") --name death --replicas 6 --stop-signal KILL busybox sleep 1d >/dev/null
     until replicas_are "$s" death 6/6; do sleep 0.1; done
     times=()
     for ((k = 0; k < TRIALS; k++)); do

@@ -19,7 +19,7 @@ use crate::service::{is_terminal, mode, Service, Task};
 /// docker's default restart delay.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// New tasks written in one request at most.
-const CREATE_CHUNK: usize = 1000;
+const CREATE_CHUNK: usize = 128;
 
 /// What the loop writes: one change per task.
 #[derive(Debug, Clone, PartialEq)]
@@ -711,6 +711,10 @@ fn history(slots: &BTreeMap<u64, Vec<&Versioned<Task>>>, limit: u64) -> Vec<Chan
 pub async fn run(replica: Replica) {
     let mut world: Option<Cache> = None;
     let mut watch = replica.state().watch();
+    // How long the last plan took: as long again passes before the next, so that on a
+    // large swarm a stream of status reports is planned in batches rather than one pass
+    // each (at most half a core), while a small one reacts at once.
+    let mut planning = Duration::ZERO;
     loop {
         // Wake on any committed change, or once a second (restart delays, node liveness).
         let mut changes = Vec::new();
@@ -723,6 +727,9 @@ pub async fn run(replica: Replica) {
                 world = None;
             }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if planning > Duration::from_millis(1) {
+            tokio::time::sleep(planning.min(Duration::from_secs(1))).await;
         }
         loop {
             match watch.rx.try_recv() {
@@ -757,8 +764,9 @@ pub async fn run(replica: Replica) {
             continue;
         }
         if let Some(w) = &world {
-            if let Err(e) = reconcile(&replica, w).await {
-                tracing::debug!(error = %e, "service reconciliation (retrying)");
+            match reconcile(&replica, w).await {
+                Ok(took) => planning = took,
+                Err(e) => tracing::debug!(error = %e, "service reconciliation (retrying)"),
             }
         }
     }
@@ -848,10 +856,12 @@ impl Cache {
 }
 
 #[allow(clippy::result_large_err)]
-async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<()> {
+/// One round: plan and write; how long the planning took.
+async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<Duration> {
     if w.services.items.is_empty() && w.tasks.items.is_empty() {
-        return Ok(());
+        return Ok(Duration::ZERO);
     }
+    let started = std::time::Instant::now();
     let history = replica
         .state()
         .get_obj::<Cluster>(Cluster::KEY)?
@@ -863,6 +873,7 @@ async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<()> {
         now: chrono::Utc::now(),
         history,
     });
+    let took = started.elapsed();
     // Independent writes: a conflict on one task (an agent's report) does not hold up the
     // rest; the next round sees the new state. The replica batches them into few entries.
     // New tasks cannot conflict: they go in chunks.
@@ -882,7 +893,7 @@ async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<()> {
             tracing::debug!(error = %e, "task write");
         }
     }
-    Ok(())
+    Ok(took)
 }
 
 #[cfg(test)]

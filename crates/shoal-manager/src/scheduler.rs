@@ -115,10 +115,15 @@ pub enum Decision {
 /// and the resources they reserve.
 #[derive(Default)]
 pub struct Load {
-    total: HashMap<String, u64>,
-    per_service: HashMap<(String, String), u64>,
-    reserved_cpu: HashMap<String, i64>,
-    reserved_mem: HashMap<String, i64>,
+    nodes: HashMap<String, NodeLoad>,
+}
+
+#[derive(Default)]
+struct NodeLoad {
+    total: u64,
+    per_service: HashMap<String, u64>,
+    reserved_cpu: i64,
+    reserved_mem: i64,
 }
 
 impl Load {
@@ -127,21 +132,40 @@ impl Load {
         if t.node_id.is_empty() {
             return;
         }
-        *self.total.entry(t.node_id.clone()).or_default() += 1;
-        *self
-            .per_service
-            .entry((t.node_id.clone(), t.service_id.clone()))
-            .or_default() += 1;
         let (cpu, mem) = reservation(t.spec.as_ref());
-        *self.reserved_cpu.entry(t.node_id.clone()).or_default() += cpu;
-        *self.reserved_mem.entry(t.node_id.clone()).or_default() += mem;
+        self.count(&t.node_id, &t.service_id, cpu, mem);
+    }
+
+    // (Lookups first: building keys for every task of a large swarm costs more than the
+    // counting.)
+    fn count(&mut self, node: &str, service: &str, cpu: i64, mem: i64) {
+        if !self.nodes.contains_key(node) {
+            self.nodes.insert(node.to_string(), NodeLoad::default());
+        }
+        let n = self.nodes.get_mut(node).expect("inserted");
+        n.total += 1;
+        n.reserved_cpu += cpu;
+        n.reserved_mem += mem;
+        match n.per_service.get_mut(service) {
+            Some(c) => *c += 1,
+            None => {
+                n.per_service.insert(service.to_string(), 1);
+            }
+        }
     }
 
     fn of_service(&self, node: &str, service: &str) -> u64 {
-        self.per_service
-            .get(&(node.to_string(), service.to_string()))
+        self.nodes
+            .get(node)
+            .and_then(|n| n.per_service.get(service))
             .copied()
             .unwrap_or(0)
+    }
+
+    fn node(&self, node: &str) -> (u64, i64, i64) {
+        self.nodes
+            .get(node)
+            .map_or((0, 0, 0), |n| (n.total, n.reserved_cpu, n.reserved_mem))
     }
 }
 
@@ -205,7 +229,7 @@ pub fn place(
             .map(|l| n.labels.get(l).cloned().unwrap_or_default())
             .unwrap_or_default();
         let mine = load.of_service(&n.id, service_id);
-        let all = load.total.get(&n.id).copied().unwrap_or(0);
+        let all = load.node(&n.id).0;
         groups
             .entry(g.clone())
             .or_default()
@@ -232,8 +256,8 @@ pub fn place(
                         .or_default() += 1;
                     continue;
                 }
-                let free_cpu = n.nano_cpus - load.reserved_cpu.get(&n.id).copied().unwrap_or(0);
-                let free_mem = n.memory_bytes - load.reserved_mem.get(&n.id).copied().unwrap_or(0);
+                let (_, used_cpu, used_mem) = load.node(&n.id);
+                let (free_cpu, free_mem) = (n.nano_cpus - used_cpu, n.memory_bytes - used_mem);
                 if cpu > 0 && free_cpu < cpu {
                     *full.entry("lack CPU for the reservation").or_default() += 1;
                     continue;
@@ -249,13 +273,7 @@ pub fn place(
             if let Some(i) = chosen {
                 group_heap.push(Reverse((gl + 1, g)));
                 let n = eligible[i];
-                *load.total.entry(n.id.clone()).or_default() += 1;
-                *load
-                    .per_service
-                    .entry((n.id.clone(), service_id.to_string()))
-                    .or_default() += 1;
-                *load.reserved_cpu.entry(n.id.clone()).or_default() += cpu;
-                *load.reserved_mem.entry(n.id.clone()).or_default() += mem;
+                load.count(&n.id, service_id, cpu, mem);
                 break;
             }
             // The group is exhausted: it stays out of the heap.

@@ -26,7 +26,14 @@ pub struct LogStore {
     disk: crate::Disk,
     logs: sled::Tree,
     meta: sled::Tree,
+    /// The last entries appended, as they were: replication reads them for every follower
+    /// right after they are written, and decoding them again from sled cost the leader
+    /// more than anything else it does (bench/scale.sh).
+    recent: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<u64, Entry<TypeConfig>>>>,
 }
+
+/// Entries kept in [`LogStore::recent`].
+const RECENT: usize = 64;
 
 impl LogStore {
     pub fn new(disk: &crate::Disk) -> Result<LogStore, StorageError> {
@@ -34,6 +41,7 @@ impl LogStore {
             disk: disk.clone(),
             logs: disk.db.open_tree("raft_log").map_err(read_err)?,
             meta: disk.db.open_tree("raft_meta").map_err(read_err)?,
+            recent: Default::default(),
         };
         // Entries a purge had not removed yet when the process stopped.
         if let Some(purged) = store.get_meta::<LogId>(LAST_PURGED)? {
@@ -68,11 +76,43 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    fn recent(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Entry<TypeConfig>>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entries of `range` if every one of them is among the recent ones.
+    fn cached<RB: RangeBounds<u64>>(&self, range: &RB) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => return None,
+        };
+        let last = match range.end_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i.checked_sub(1)?,
+            Bound::Unbounded => return None,
+        };
+        if last < first {
+            return Some(Vec::new());
+        }
+        let recent = self.recent();
+        let hit: Vec<Entry<TypeConfig>> =
+            recent.range(first..=last).map(|(_, e)| e.clone()).collect();
+        (hit.len() as u64 == last - first + 1).then_some(hit)
+    }
+}
+
 impl RaftLogReader<TypeConfig> for LogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        if let Some(hit) = self.cached(&range) {
+            return Ok(hit);
+        }
         let start = match range.start_bound() {
             Bound::Included(i) => Bound::Included(i.to_be_bytes()),
             Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
@@ -144,13 +184,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for e in entries {
             batch.insert(
                 &e.log_id.index.to_be_bytes(),
                 serde_json::to_vec(&e).map_err(write_err)?,
             );
+            appended.push(e);
         }
         self.logs.apply_batch(batch).map_err(write_err)?;
+        {
+            let mut recent = self.recent();
+            for e in appended {
+                recent.insert(e.log_id.index, e);
+            }
+            while recent.len() > RECENT {
+                recent.pop_first();
+            }
+        }
         // Readable now; persisted (and reported so) only once on disk.
         let flushed = self.disk.flush().await;
         callback.log_io_completed(flushed);
@@ -158,12 +209,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.recent().retain(|i, _| *i < log_id.index);
         self.remove_range(log_id.index.to_be_bytes()..)?;
         self.flush().await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // The purge point first: a crash between the two leaves extra entries, never a hole.
+        self.recent().retain(|i, _| *i > log_id.index);
         self.put_meta(LAST_PURGED, &log_id)?;
         self.flush().await?;
         // Thousands of removals: on a blocking thread, so the Raft core (which waits for

@@ -96,9 +96,9 @@ const MAX_BATCH: usize = 1024;
 /// The most operations one entry gathers from several requests (a single larger request
 /// still goes in an entry of its own): entries stay around a megabyte, so a batch of them
 /// fits a replication message.
-const MAX_BATCH_OPS: usize = 2048;
+const MAX_BATCH_OPS: usize = 256;
 /// Entries in one replication message at most.
-const MAX_PAYLOAD_ENTRIES: u64 = 32;
+const MAX_PAYLOAD_ENTRIES: u64 = 2;
 /// Entries handed to Raft and not yet applied, at most. openraft's leader writes and
 /// flushes each entry it is given before it takes the next, so writes that arrive meanwhile
 /// wait here and go together in the next entry: one fsync and one replication round for

@@ -171,6 +171,7 @@ async fn reconcile(
         .filter_map(|c| c.labels.get(TASK_LABEL).cloned().map(|t| (t, c)))
         .collect();
     let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let mut to_start: Vec<&api::Task> = Vec::new();
 
     for t in tasks {
         let current = t.status.clone().unwrap_or_default();
@@ -187,10 +188,8 @@ async fn reconcile(
                     st.err = "container vanished".into();
                     say(t, st, reported);
                 }
-                None => {
-                    let st = start(engine, t).await;
-                    say(t, st, reported);
-                }
+                // Started together below.
+                None => to_start.push(t),
                 Some(c) => {
                     let state = c.state.clone().unwrap_or_default();
                     // No health state yet, but a check configured: not healthy yet.
@@ -280,6 +279,11 @@ async fn reconcile(
                 }
             }
         }
+    }
+    // New tasks start at once, not one after the other (a scale up puts many on a node).
+    let started = futures::future::join_all(to_start.iter().map(|t| start(engine, t))).await;
+    for (t, st) in to_start.into_iter().zip(started) {
+        say(t, st, reported);
     }
     // Containers of tasks this node no longer has: gone.
     for (task, c) in &containers {
