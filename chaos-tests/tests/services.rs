@@ -124,6 +124,16 @@ fn a_replicated_service_spreads_heals_scales_and_goes() {
         "the lost task stays in the history: {ps}"
     );
 
+    // A drained node's tasks move to the nodes still active.
+    let worker = c.node_id(1);
+    c.hosts[0].ok(&["node", "update", "--availability", "drain", &worker]);
+    wait_until("the drained node's task moved", SETTLE, || {
+        running_on(&c, 0, "web").len() == 3
+            && containers(&c, 1, "web") == 0
+            && containers(&c, 0, "web") == 3
+    });
+    c.hosts[0].ok(&["node", "update", "--availability", "active", &worker]);
+
     // Scale down to 1: the other containers go.
     c.hosts[0].ok(&["service", "scale", "web=1"]);
     wait_until("one task left", SETTLE, || {

@@ -109,7 +109,8 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
         }
     }
 
-    // Tasks whose node is gone or down: orphaned, so their slot is filled elsewhere now.
+    // Tasks whose node is gone or down: orphaned, so their slot is filled elsewhere now
+    // (and so are those of a drained node, below; both are in `orphaned`).
     // A global service's task belongs to its node: it waits for a node that is only down
     // (there is nowhere else to run it, and its container is likely still running).
     let mut orphaned: HashMap<&str, bool> = HashMap::new();
@@ -126,6 +127,19 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
             None => true,
             Some(n) => n.state == NodeState::Down && !per_node,
         };
+        // A drained node's replicated tasks move: shut down there, replaced elsewhere now.
+        let drained = !per_node
+            && (task.desired_state == "running" || task.desired_state == "ready")
+            && nodes
+                .get(task.node_id.as_str())
+                .is_some_and(|n| n.availability == crate::objects::Availability::Drain);
+        if drained && !gone {
+            let mut n = t.object.clone();
+            n.0.desired_state = "shutdown".into();
+            n.0.updated_at = now.clone();
+            out.push(Change::Update(n, t.version));
+            orphaned.insert(task.id.as_str(), true);
+        }
         if gone {
             let mut n = t.object.clone();
             n.0.desired_state = "shutdown".into();
@@ -190,7 +204,11 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                     if in_slot.iter().any(|t| live(&t.object.0)) {
                         continue;
                     }
-                    if restart_allowed(&spec, &in_slot, w.now) {
+                    // A node failure or a drain is no task failure: replaced at once.
+                    let moved = in_slot
+                        .iter()
+                        .any(|t| orphaned.contains_key(t.object.0.id.as_str()));
+                    if moved || restart_allowed(&spec, &in_slot, w.now) {
                         // The last one stays as history, shut down.
                         for t in in_slot
                             .iter()
@@ -1193,6 +1211,24 @@ mod tests {
         let c = step(&tasks, &nodes);
         apply(&mut tasks, c, &mut v);
         assert_eq!(on(&tasks), ["c"]);
+    }
+
+    #[test]
+    fn a_drained_nodes_replicated_tasks_move_at_once() {
+        let mut nodes = vec![node("a", NodeState::Ready), node("b", NodeState::Ready)];
+        let mut services = vec![service("replicated", 2)];
+        let mut tasks = Vec::new();
+        let mut v = 1;
+        let now = chrono::Utc::now();
+        settle(&mut services, &mut tasks, &nodes, now, &mut v, None);
+        let mut on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
+        on.sort();
+        assert_eq!(on, ["a", "b"]);
+        // No restart delay: a drain is no task failure.
+        nodes[0].object.availability = Availability::Drain;
+        settle(&mut services, &mut tasks, &nodes, now, &mut v, None);
+        let on: Vec<&str> = running(&tasks).iter().map(|t| t.node_id.as_str()).collect();
+        assert_eq!(on, ["b", "b"]);
     }
 
     /// Run the plan to a fixed point at `now`, with every assigned task reported running
