@@ -100,6 +100,7 @@ shoal is running. Try:
   shoal network inspect demo-net      # the network, its containers and their addresses
   shoal rm -f demo web && shoal network rm demo-net   # clean up
   shoal swarm join-token worker       # how other hosts join (sudo deploy/lab.sh up: a lab of them)
+  shoal service logs -f hello         # every task's output, prefixed with task and node
   shoal service scale hello=5         # more replicas (shoal service ps hello)
   shoal service rollback hello        # back to the previous image, one task at a time
   shoal service rm hello              # and its containers go

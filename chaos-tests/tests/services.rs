@@ -20,6 +20,14 @@ fn ready_swarm(managers: usize, workers: usize) -> Cluster {
     c
 }
 
+/// `service create FLAGS… busybox sleep 3600` on host 0 (it returns once converged).
+fn create_sleeper(c: &Cluster, flags: &[&str]) -> String {
+    let mut args = vec!["service", "create"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sleep", "3600"]);
+    c.hosts[0].ok(&args)
+}
+
 /// `svc ps` as (node hostname, desired state, current state) for each task.
 fn tasks(c: &Cluster, from: usize, svc: &str) -> Vec<(String, String, String)> {
     let out = c.hosts[from].ok(&["service", "ps", svc]);
@@ -205,23 +213,21 @@ fn rolling_updates_roll_back_and_keep_the_running_count() {
     wait_until("all ready", SETTLE, || {
         c.hosts[0].ok(&["node", "ls"]).matches("Ready").count() == 3
     });
-    c.hosts[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        "web",
-        "--replicas",
-        "3",
-        "--update-parallelism",
-        "1",
-        "--update-monitor",
-        "1s",
-        "--stop-grace-period",
-        "1s",
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
+    create_sleeper(
+        &c,
+        &[
+            "--name",
+            "web",
+            "--replicas",
+            "3",
+            "--update-parallelism",
+            "1",
+            "--update-monitor",
+            "1s",
+            "--stop-grace-period",
+            "1s",
+        ],
+    );
 
     // stop-first, parallelism 1: while it rolls, 2 or 3 tasks run, never more, never fewer.
     c.hosts[0].ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
@@ -279,19 +285,17 @@ fn rolling_updates_roll_back_and_keep_the_running_count() {
 #[test]
 fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
     let mut c = ready_swarm(1, 1);
-    c.hosts[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        "agent",
-        "--mode",
-        "global",
-        "--stop-grace-period",
-        "1s",
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
+    create_sleeper(
+        &c,
+        &[
+            "--name",
+            "agent",
+            "--mode",
+            "global",
+            "--stop-grace-period",
+            "1s",
+        ],
+    );
     assert_eq!(running_on(&c, 0, "agent").len(), 2);
     // `node ps` lists a node's tasks.
     let ps = c.hosts[0].ok(&["node", "ps"]);
@@ -349,6 +353,11 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
         tasks_now, 3,
         "two running, one shut down on the drained node: no new task"
     );
+
+    // A node that leaves the swarm takes its tasks' containers with it (as docker's).
+    c.hosts[new].ok(&["swarm", "leave"]);
+    assert_eq!(containers(&c, new, "agent"), 0);
+    assert_eq!(c.hosts[new].ok(&["ps", "-aq"]), "");
 }
 
 #[test]
@@ -560,4 +569,123 @@ fn service_logs_come_from_every_node_through_any_manager() {
         out.lines().filter(|l| l.ends_with("| start")).count() >= 2,
         "{out}"
     );
+}
+
+#[test]
+fn a_start_first_update_carries_on_across_a_leader_kill() {
+    // Three managers (drained: the tasks run on the two workers only, so a killed manager
+    // leaves no running container behind) and two workers.
+    let mut c = ready_swarm(3, 2);
+    for d in &c.hosts {
+        d.ok(&["tag", "busybox", "busybox:v2"]);
+    }
+    for i in 0..3 {
+        let id = c.node_id(i);
+        c.hosts[0].ok(&["node", "update", "--availability", "drain", &id]);
+    }
+    create_sleeper(
+        &c,
+        &[
+            "--name",
+            "web",
+            "--replicas",
+            "4",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "1",
+            "--update-delay",
+            "1s",
+            "--update-monitor",
+            "1s",
+            "--stop-grace-period",
+            "1s",
+        ],
+    );
+    let on_workers = |c: &Cluster| containers(c, 3, "web") + containers(c, 4, "web");
+    assert_eq!(on_workers(&c), 4);
+
+    c.hosts[0].ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
+    let updated = |c: &Cluster, from: usize| {
+        c.hosts[from]
+            .ok(&["service", "ps", "-f", "desired-state=running", "web"])
+            .lines()
+            .filter(|l| l.contains("busybox:v2") && l.contains("Running"))
+            .count()
+    };
+    // start-first, parallelism 1: 4 or 5 containers at every moment.
+    let (mut lo, mut hi) = (usize::MAX, 0);
+    let mut sample = |c: &Cluster| {
+        let n = on_workers(c);
+        lo = lo.min(n);
+        hi = hi.max(n);
+    };
+    wait_until("one task updated", SETTLE, || {
+        sample(&c);
+        updated(&c, 0) >= 1
+    });
+    let leader = c.wait_leader(&[0, 1, 2], SETTLE);
+    c.kill9(leader);
+    let survivor = (leader + 1) % 3;
+    wait_until(
+        "the update completes under the new leader",
+        Duration::from_secs(90),
+        || {
+            sample(&c);
+            let out = c.hosts[survivor].shoal(&["service", "inspect", "web"]);
+            let v: Value = match serde_json::from_str(&String::from_utf8_lossy(&out.stdout)) {
+                Ok(v) => v,
+                Err(_) => return false, // no leader yet
+            };
+            v[0]["update_status"]["state"] == "completed"
+        },
+    );
+    assert_eq!(updated(&c, survivor), 4);
+    assert!(
+        lo >= 4 && hi <= 5,
+        "start-first never undershoots, parallelism 1 never overshoots by more than one: {lo}..{hi}"
+    );
+}
+
+#[test]
+fn constraints_and_placement_preferences_are_honoured() {
+    let c = ready_swarm(1, 2);
+    let ids: Vec<String> = (0..3).map(|i| c.node_id(i)).collect();
+    for (i, zone) in ["a", "a", "b"].iter().enumerate() {
+        c.hosts[0].ok(&[
+            "node",
+            "update",
+            "--label-add",
+            &format!("zone={zone}"),
+            &ids[i],
+        ]);
+    }
+    // spread=node.labels.zone: half the tasks in zone b, which is one node.
+    create_sleeper(
+        &c,
+        &[
+            "--name",
+            "spread",
+            "--replicas",
+            "4",
+            "--placement-pref",
+            "spread=node.labels.zone",
+        ],
+    );
+    assert_eq!(containers(&c, 2, "spread"), 2);
+    assert_eq!(containers(&c, 0, "spread") + containers(&c, 1, "spread"), 2);
+    // A constraint keeps every task off the nodes that do not match.
+    create_sleeper(
+        &c,
+        &[
+            "--name",
+            "onlya",
+            "--replicas",
+            "3",
+            "--constraint",
+            "node.labels.zone==a",
+        ],
+    );
+    assert_eq!(containers(&c, 2, "onlya"), 0);
+    assert_eq!(containers(&c, 0, "onlya") + containers(&c, 1, "onlya"), 3);
 }

@@ -1095,9 +1095,19 @@ impl SwarmApi {
             r.shutdown().await;
         }
         *active = None;
+        let node_id = a.m.node_id.clone();
+        drop(a); // its agent and executor stop: nothing starts the tasks again
+                 // As docker's: the node's service tasks go with it.
+        for c in self.engine.list(true) {
+            if c.labels.contains_key(crate::executor::TASK_LABEL) {
+                if let Err(e) = self.engine.remove(&c.id, true, false).await {
+                    tracing::warn!(container = %c.id, error = %e, "removing a task's container");
+                }
+            }
+        }
         std::fs::remove_dir_all(&self.dir)
             .map_err(|e| internal(format!("remove {}: {e}", self.dir.display())))?;
-        tracing::info!(node_id = %a.m.node_id, "left the swarm");
+        tracing::info!(node_id = %node_id, "left the swarm");
         Ok(LeaveResponse {})
     }
 }
