@@ -11,13 +11,16 @@ use shoal_api::v1 as api;
 use shoal_store::table::{create, delete, update};
 use shoal_store::{Object, Op, Replica, Versioned};
 
-use crate::ids::random_id;
+use crate::ids::derived_id;
 use crate::objects::{Cluster, Node, NodeState};
 use crate::scheduler::{place, Constraint, Decision, Load};
 use crate::service::{is_terminal, mode, Service, Task};
 
 /// docker's default restart delay.
 const RESTART_DELAY: Duration = Duration::from_secs(5);
+/// Makes a service's new task for a slot (or a node), after the tasks it follows.
+type MakeTask<'a> = dyn Fn(u64, &str, &[&Versioned<Task>]) -> api::Task + 'a;
+
 /// New tasks written in one request at most.
 const CREATE_CHUNK: usize = 128;
 
@@ -174,8 +177,21 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
         let tasks = by_service.get(svc.id.as_str()).cloned().unwrap_or_default();
         let spec = svc.spec.task.clone().unwrap_or_default();
         let mut new_tasks: Vec<api::Task> = Vec::new();
-        let make = |slot: u64, node: &str| api::Task {
-            id: random_id(),
+        // A new task's id follows from what it replaces (see `derived_id`).
+        let make = |slot: u64, node: &str, after: &[&Versioned<Task>]| api::Task {
+            id: {
+                let last = after
+                    .iter()
+                    .max_by_key(|t| t.created)
+                    .map_or("", |t| t.object.0.id.as_str());
+                derived_id(&[
+                    &svc.id,
+                    &svc.spec_version.to_string(),
+                    &slot.to_string(),
+                    node,
+                    last,
+                ])
+            },
             service_id: svc.id.clone(),
             slot,
             node_id: node.to_string(),
@@ -222,7 +238,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                             n.0.updated_at = now.clone();
                             out.push(Change::Update(n, t.version));
                         }
-                        new_tasks.push(make(slot, ""));
+                        new_tasks.push(make(slot, "", &in_slot));
                     }
                 }
                 rolling_update(s, &slots, &live, w.now, &mut new_tasks, &mut out, &make);
@@ -255,7 +271,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                     let mine = per_node.get(node.id.as_str()).cloned().unwrap_or_default();
                     let running = mine.iter().any(|t| live(&t.object.0));
                     if eligible && !running && restart_allowed(&spec, &mine, w.now) {
-                        let mut t = make(0, &node.id);
+                        let mut t = make(0, &node.id, &mine);
                         set_status(&mut t, "assigned", "assigned to its node", &now);
                         new_tasks.push(t);
                     }
@@ -314,7 +330,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                         continue;
                     }
                     if restart_allowed(&spec, &in_slot, w.now) {
-                        new_tasks.push(make(slot, ""));
+                        new_tasks.push(make(slot, "", &in_slot));
                         running += 1;
                     }
                 }
@@ -331,7 +347,7 @@ pub fn plan(w: &World<'_>) -> Vec<Change> {
                     let finished = mine.iter().any(|t| status(&t.object.0) == "complete");
                     let running = mine.iter().any(|t| live(&t.object.0));
                     if eligible && !finished && !running && restart_allowed(&spec, &mine, w.now) {
-                        let mut t = make(0, &node.id);
+                        let mut t = make(0, &node.id, &mine);
                         set_status(&mut t, "assigned", "assigned to its node", &now);
                         new_tasks.push(t);
                     }
@@ -446,7 +462,7 @@ fn rolling_update(
     now: chrono::DateTime<chrono::Utc>,
     new_tasks: &mut Vec<api::Task>,
     out: &mut Vec<Change>,
-    make: &dyn Fn(u64, &str) -> api::Task,
+    make: &MakeTask<'_>,
 ) {
     let svc = &s.object;
     let cur = svc.spec_version;
@@ -621,7 +637,7 @@ fn rolling_update(
         return;
     }
     for (slot, old) in dirty.into_iter().take(parallelism) {
-        let mut t = make(slot, "");
+        let mut t = make(slot, "", &old);
         if !start_first {
             for o in &old {
                 let mut t = o.object.clone();
@@ -1211,6 +1227,33 @@ mod tests {
         let c = step(&tasks, &nodes);
         apply(&mut tasks, c, &mut v);
         assert_eq!(on(&tasks), ["c"]);
+    }
+
+    #[test]
+    fn a_plan_made_twice_from_the_same_state_names_the_same_new_tasks() {
+        // (A write that timed out may still commit: the second plan's creates are then
+        // refused as existing instead of doubling the tasks.)
+        let nodes = vec![node("a", NodeState::Ready)];
+        let services = vec![service("replicated", 3)];
+        let w = World {
+            services: &services,
+            tasks: &[],
+            nodes: &nodes,
+            now: chrono::Utc::now(),
+            history: 5,
+        };
+        let created = |changes: Vec<Change>| -> Vec<String> {
+            changes
+                .into_iter()
+                .filter_map(|c| match c {
+                    Change::Create(t) => Some(t.0.id),
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = created(plan(&w));
+        assert_eq!(first.len(), 3);
+        assert_eq!(first, created(plan(&w)));
     }
 
     #[test]

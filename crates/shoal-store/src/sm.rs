@@ -314,11 +314,18 @@ impl StateMachine {
                     (None, EventKind::Deleted)
                 }
             };
+            // Index entries that stay are not written again (most updates, e.g. a task's
+            // status, change no index).
+            let kept = |ix: &IndexKey, other: Option<&Stored>| {
+                other.is_some_and(|o| o.indexes.contains(ix))
+            };
             if let Some(old) = &current {
                 for ix in &old.indexes {
                     mine.claims
                         .insert(index_prefix(&table, &ix.name, &ix.value), None);
-                    mine.writes.push((index_key(&table, ix, &id), None));
+                    if !kept(ix, new.as_ref()) {
+                        mine.writes.push((index_key(&table, ix, &id), None));
+                    }
                 }
             }
             if let Some(s) = &new {
@@ -336,8 +343,10 @@ impl StateMachine {
                         }
                         mine.claims.insert(prefix, Some(id.clone()));
                     }
-                    mine.writes
-                        .push((index_key(&table, ix, &id), Some(Vec::new())));
+                    if !kept(ix, current.as_ref()) {
+                        mine.writes
+                            .push((index_key(&table, ix, &id), Some(Vec::new())));
+                    }
                 }
                 mine.writes.push((
                     object_key(&table, &id),
