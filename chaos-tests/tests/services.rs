@@ -689,3 +689,59 @@ fn constraints_and_placement_preferences_are_honoured() {
     assert_eq!(containers(&c, 2, "onlya"), 0);
     assert_eq!(containers(&c, 0, "onlya") + containers(&c, 1, "onlya"), 3);
 }
+
+/// Tasks of `svc` that failed, as `svc ps` (with history) shows them.
+fn failed(c: &Cluster, svc: &str) -> usize {
+    c.hosts[0]
+        .ok(&["service", "ps", svc])
+        .lines()
+        .filter(|l| l.contains("Failed"))
+        .count()
+}
+
+#[test]
+fn restart_policies_limit_the_attempts_on_real_hosts() {
+    let c = ready_swarm(1, 1);
+    // on-failure, 2 attempts: the first task and two restarts, then no more.
+    c.hosts[0].ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "crash",
+        "--restart-condition",
+        "on-failure",
+        "--restart-max-attempts",
+        "2",
+        "--restart-delay",
+        "1s",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    wait_until("three attempts failed", SETTLE, || failed(&c, "crash") == 3);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(failed(&c, "crash"), 3, "no fourth attempt");
+    let ps = c.hosts[0].ok(&["service", "ps", "crash"]);
+    assert!(ps.contains("non-zero exit (3)"), "{ps}");
+
+    // condition none: one attempt only.
+    c.hosts[0].ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "once",
+        "--restart-condition",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    wait_until("the task failed", SETTLE, || failed(&c, "once") == 1);
+    std::thread::sleep(Duration::from_secs(3));
+    let tasks = c.hosts[0].ok(&["service", "ps", "-q", "once"]);
+    assert_eq!(tasks.lines().count(), 1, "not restarted: {tasks}");
+}
