@@ -81,10 +81,34 @@ pub struct UpdateArgs {
     constraint_add: Vec<String>,
     #[arg(long = "constraint-rm")]
     constraint_rm: Vec<String>,
-    #[arg(long = "restart-condition")]
-    restart_condition: Option<String>,
+    #[command(flatten)]
+    restart: RestartFlags,
     #[arg(long = "stop-grace-period")]
     stop_grace_period: Option<String>,
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    #[command(flatten)]
+    process: ProcessFlags,
+    #[arg(long = "container-label-add")]
+    container_label_add: Vec<String>,
+    #[arg(long = "container-label-rm")]
+    container_label_rm: Vec<String>,
+    /// A mount to add (--mount syntax).
+    #[arg(long = "mount-add")]
+    mount_add: Vec<String>,
+    /// A mount to remove, by its target path.
+    #[arg(long = "mount-rm")]
+    mount_rm: Vec<String>,
+    #[arg(long = "placement-pref-add")]
+    placement_pref_add: Vec<String>,
+    #[arg(long = "placement-pref-rm")]
+    placement_pref_rm: Vec<String>,
+    #[arg(long = "max-replicas-per-node")]
+    max_replicas_per_node: Option<u64>,
+    #[command(flatten)]
+    resources: ResourceFlags,
+    #[command(flatten)]
+    health: HealthArgs,
     #[command(flatten)]
     update: UpdateFlags,
     #[command(flatten)]
@@ -100,6 +124,111 @@ pub struct UpdateArgs {
     #[arg(short = 'q', long)]
     quiet: bool,
     service: String,
+}
+
+/// How the task's process runs, the same for create and update.
+#[derive(Args)]
+pub struct ProcessFlags {
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// The entrypoint (split at spaces).
+    #[arg(long)]
+    entrypoint: Option<String>,
+}
+
+impl ProcessFlags {
+    fn apply(&self, task: &mut api::TaskSpec) {
+        if let Some(e) = &self.entrypoint {
+            task.entrypoint = e.split_whitespace().map(str::to_string).collect();
+        }
+        for (flag, field) in [
+            (&self.workdir, &mut task.workdir),
+            (&self.user, &mut task.user),
+            (&self.hostname, &mut task.hostname),
+        ] {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+    }
+}
+
+/// Resource flags, the same for create and update.
+#[derive(Args)]
+pub struct ResourceFlags {
+    #[arg(long = "reserve-cpu")]
+    reserve_cpu: Option<String>,
+    #[arg(long = "reserve-memory")]
+    reserve_memory: Option<String>,
+    #[arg(long = "limit-cpu")]
+    limit_cpu: Option<String>,
+    #[arg(long = "limit-memory")]
+    limit_memory: Option<String>,
+    #[arg(long = "limit-pids")]
+    limit_pids: Option<i64>,
+}
+
+impl ResourceFlags {
+    /// Set the resources these flags name.
+    fn apply(&self, r: &mut api::Resources) -> Result<()> {
+        let cpus =
+            |flag: &str, v: &str| parse_cpus(v).map_err(|e| anyhow!("invalid {flag} {v:?}: {e}"));
+        let bytes =
+            |flag: &str, v: &str| parse_size(v).map_err(|e| anyhow!("invalid {flag} {v:?}: {e}"));
+        if let Some(v) = &self.reserve_cpu {
+            r.reserve_nano_cpus = cpus("--reserve-cpu", v)?;
+        }
+        if let Some(v) = &self.limit_cpu {
+            r.limit_nano_cpus = cpus("--limit-cpu", v)?;
+        }
+        if let Some(v) = &self.reserve_memory {
+            r.reserve_memory = bytes("--reserve-memory", v)?;
+        }
+        if let Some(v) = &self.limit_memory {
+            r.limit_memory = bytes("--limit-memory", v)?;
+        }
+        if let Some(n) = self.limit_pids {
+            r.limit_pids = n;
+        }
+        Ok(())
+    }
+}
+
+/// Restart-policy flags, the same for create and update.
+#[derive(Args)]
+pub struct RestartFlags {
+    /// none, on-failure or any.
+    #[arg(long = "restart-condition")]
+    restart_condition: Option<String>,
+    #[arg(long = "restart-delay")]
+    restart_delay: Option<String>,
+    #[arg(long = "restart-max-attempts")]
+    restart_max_attempts: Option<u64>,
+    #[arg(long = "restart-window")]
+    restart_window: Option<String>,
+}
+
+impl RestartFlags {
+    /// Set the parts of the policy these flags name.
+    fn apply(&self, p: &mut api::TaskRestartPolicy) -> Result<()> {
+        if let Some(c) = &self.restart_condition {
+            p.condition = c.clone();
+        }
+        if self.restart_delay.is_some() {
+            p.delay_ms = ms("--restart-delay", &self.restart_delay)?;
+        }
+        if let Some(n) = self.restart_max_attempts {
+            p.max_attempts = n;
+        }
+        if self.restart_window.is_some() {
+            p.window_ms = ms("--restart-window", &self.restart_window)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -134,39 +263,18 @@ pub struct CreateArgs {
     container_label: Vec<String>,
     #[arg(long)]
     mount: Vec<String>,
-    #[arg(short = 'w', long)]
-    workdir: Option<String>,
-    #[arg(short = 'u', long)]
-    user: Option<String>,
-    #[arg(long)]
-    hostname: Option<String>,
-    #[arg(long)]
-    entrypoint: Option<String>,
+    #[command(flatten)]
+    process: ProcessFlags,
     #[arg(long)]
     constraint: Vec<String>,
     #[arg(long = "placement-pref")]
     placement_pref: Vec<String>,
     #[arg(long = "max-replicas-per-node")]
     max_replicas_per_node: Option<u64>,
-    #[arg(long = "reserve-cpu")]
-    reserve_cpu: Option<String>,
-    #[arg(long = "reserve-memory")]
-    reserve_memory: Option<String>,
-    #[arg(long = "limit-cpu")]
-    limit_cpu: Option<String>,
-    #[arg(long = "limit-memory")]
-    limit_memory: Option<String>,
-    #[arg(long = "limit-pids")]
-    limit_pids: Option<i64>,
-    /// none, on-failure or any.
-    #[arg(long = "restart-condition")]
-    restart_condition: Option<String>,
-    #[arg(long = "restart-delay")]
-    restart_delay: Option<String>,
-    #[arg(long = "restart-max-attempts")]
-    restart_max_attempts: Option<u64>,
-    #[arg(long = "restart-window")]
-    restart_window: Option<String>,
+    #[command(flatten)]
+    resources: ResourceFlags,
+    #[command(flatten)]
+    restart: RestartFlags,
     #[arg(long = "stop-grace-period")]
     stop_grace_period: Option<String>,
     #[arg(long = "stop-signal")]
@@ -291,23 +399,11 @@ impl CreateArgs {
             );
         }
         env.extend(self.env.iter().cloned());
-        let cpus = |flag: &str, v: &Option<String>| -> Result<i64> {
-            v.as_deref()
-                .map(|s| parse_cpus(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}")))
-                .transpose()
-                .map(Option::unwrap_or_default)
-        };
-        let bytes = |flag: &str, v: &Option<String>| -> Result<i64> {
-            v.as_deref()
-                .map(|s| parse_size(s).map_err(|e| anyhow!("invalid {flag} {s:?}: {e}")))
-                .transpose()
-                .map(Option::unwrap_or_default)
-        };
         let replicated = self.mode == "replicated" || self.mode == "replicated-job";
         if !replicated && self.replicas.is_some() {
             bail!("--replicas can only be used with replicated or replicated-job mode");
         }
-        Ok(api::ServiceSpec {
+        let mut spec = api::ServiceSpec {
             // Empty: the manager picks a name, as docker does.
             name: self.name.clone().unwrap_or_default(),
             labels: key_values("--label", &self.label)?,
@@ -321,16 +417,8 @@ impl CreateArgs {
             task: Some(api::TaskSpec {
                 image: self.image.clone(),
                 image_id: String::new(),
-                entrypoint: self
-                    .entrypoint
-                    .as_deref()
-                    .map(|e| e.split_whitespace().map(str::to_string).collect())
-                    .unwrap_or_default(),
                 args: self.command.clone(),
                 env,
-                workdir: self.workdir.clone().unwrap_or_default(),
-                user: self.user.clone().unwrap_or_default(),
-                hostname: self.hostname.clone().unwrap_or_default(),
                 container_labels: key_values("--container-label", &self.container_label)?,
                 mounts: self
                     .mount
@@ -342,33 +430,33 @@ impl CreateArgs {
                     preferences: self.placement_pref.clone(),
                     max_replicas_per_node: self.max_replicas_per_node.unwrap_or(0),
                 }),
-                resources: Some(api::Resources {
-                    limit_nano_cpus: cpus("--limit-cpu", &self.limit_cpu)?,
-                    limit_memory: bytes("--limit-memory", &self.limit_memory)?,
-                    limit_pids: self.limit_pids.unwrap_or(0),
-                    reserve_nano_cpus: cpus("--reserve-cpu", &self.reserve_cpu)?,
-                    reserve_memory: bytes("--reserve-memory", &self.reserve_memory)?,
+                resources: Some({
+                    let mut r = api::Resources::default();
+                    self.resources.apply(&mut r)?;
+                    r
                 }),
-                restart: Some(api::TaskRestartPolicy {
-                    condition: self
-                        .restart_condition
-                        .clone()
-                        .unwrap_or_else(|| "any".into()),
-                    delay_ms: if self.restart_delay.is_some() {
-                        ms("--restart-delay", &self.restart_delay)?
-                    } else {
-                        5000
-                    },
-                    max_attempts: self.restart_max_attempts.unwrap_or(0),
-                    window_ms: ms("--restart-window", &self.restart_window)?,
+                restart: Some({
+                    // docker's defaults: restart on any exit, after 5 s.
+                    let mut p = api::TaskRestartPolicy {
+                        condition: "any".into(),
+                        delay_ms: 5000,
+                        ..Default::default()
+                    };
+                    self.restart.apply(&mut p)?;
+                    p
                 }),
                 stop_grace_period_ms: ms("--stop-grace-period", &self.stop_grace_period)?,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 healthcheck: self.health.healthcheck()?,
+                ..Default::default()
             }),
             update: Some(self.update.config()?),
             rollback: Some(self.rollback.config()?),
-        })
+        };
+        if let Some(task) = spec.task.as_mut() {
+            self.process.apply(task);
+        }
+        Ok(spec)
     }
 }
 
@@ -650,6 +738,7 @@ impl UpdateArgs {
             task.env.retain(|x| key(x) != key(e));
             task.env.push(e.clone());
         }
+        self.process.apply(task);
         let placement = task.placement.get_or_insert_with(Default::default);
         placement
             .constraints
@@ -657,11 +746,61 @@ impl UpdateArgs {
         placement
             .constraints
             .extend(self.constraint_add.iter().cloned());
-        if let Some(c) = &self.restart_condition {
-            task.restart.get_or_insert_with(Default::default).condition = c.clone();
-        }
         if self.stop_grace_period.is_some() {
             task.stop_grace_period_ms = ms("--stop-grace-period", &self.stop_grace_period)?;
+        }
+        if let Some(sig) = &self.stop_signal {
+            task.stop_signal = sig.clone();
+        }
+        self.restart
+            .apply(task.restart.get_or_insert_with(Default::default))?;
+        for k in &self.container_label_rm {
+            task.container_labels.remove(k);
+        }
+        task.container_labels.extend(key_values(
+            "--container-label-add",
+            &self.container_label_add,
+        )?);
+        task.mounts.retain(|m| !self.mount_rm.contains(&m.target));
+        for m in &self.mount_add {
+            let m = crate::mountspec::parse_mount(m)?;
+            task.mounts.retain(|x| x.target != m.target);
+            task.mounts.push(m);
+        }
+        placement
+            .preferences
+            .retain(|p| !self.placement_pref_rm.contains(p));
+        placement
+            .preferences
+            .extend(self.placement_pref_add.iter().cloned());
+        if let Some(n) = self.max_replicas_per_node {
+            placement.max_replicas_per_node = n;
+        }
+        self.resources
+            .apply(task.resources.get_or_insert_with(Default::default))?;
+        // As docker's: --no-healthcheck replaces the check; --health-* change only the
+        // fields given.
+        if let Some(new) = self.health.healthcheck()? {
+            if self.health.no_healthcheck {
+                task.healthcheck = Some(new);
+            } else {
+                let cur = task.healthcheck.get_or_insert_with(Default::default);
+                if !new.test.is_empty() {
+                    cur.test = new.test;
+                }
+                for (v, field) in [
+                    (new.interval_ns, &mut cur.interval_ns),
+                    (new.timeout_ns, &mut cur.timeout_ns),
+                    (new.start_period_ns, &mut cur.start_period_ns),
+                ] {
+                    if v != 0 {
+                        *field = v;
+                    }
+                }
+                if self.health.health_retries.is_some() {
+                    cur.retries = new.retries;
+                }
+            }
         }
         Ok(())
     }
@@ -1088,5 +1227,96 @@ fn stage(state: &str) -> u8 {
         "ready" => 3,
         "starting" => 4,
         _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Update {
+        #[command(flatten)]
+        args: UpdateArgs,
+    }
+
+    fn update(spec: &mut api::ServiceSpec, args: &[&str]) -> Result<()> {
+        let mut all = vec!["update"];
+        all.extend_from_slice(args);
+        all.push("web");
+        Update::try_parse_from(all)?.args.apply(spec)
+    }
+
+    #[test]
+    fn update_flags_change_only_what_they_name() {
+        let mut spec = api::ServiceSpec {
+            task: Some(api::TaskSpec {
+                image: "busybox".into(),
+                user: "nobody".into(),
+                healthcheck: Some(api::HealthCheck {
+                    test: vec!["CMD-SHELL".into(), "true".into()],
+                    retries: 3,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        update(
+            &mut spec,
+            &[
+                "--workdir",
+                "/srv",
+                "--container-label-add",
+                "a=1",
+                "--mount-add",
+                "type=tmpfs,target=/cache",
+                "--placement-pref-add",
+                "spread=node.labels.zone",
+                "--limit-memory",
+                "64m",
+                "--restart-max-attempts",
+                "4",
+                "--stop-signal",
+                "SIGINT",
+                "--health-interval",
+                "2s",
+            ],
+        )
+        .unwrap();
+        let t = spec.task.clone().unwrap();
+        assert_eq!((t.workdir.as_str(), t.user.as_str()), ("/srv", "nobody"));
+        assert_eq!(t.container_labels["a"], "1");
+        assert_eq!(t.mounts[0].target, "/cache");
+        assert_eq!(
+            t.placement.unwrap().preferences,
+            ["spread=node.labels.zone"]
+        );
+        assert_eq!(t.resources.unwrap().limit_memory, 64 << 20);
+        assert_eq!(t.restart.unwrap().max_attempts, 4);
+        assert_eq!(t.stop_signal, "SIGINT");
+        let h = t.healthcheck.unwrap();
+        assert_eq!(h.test, ["CMD-SHELL", "true"], "the command stays");
+        assert_eq!((h.interval_ns, h.retries), (2_000_000_000, 3));
+
+        // The -rm variants take them away again; --no-healthcheck replaces the check.
+        update(
+            &mut spec,
+            &[
+                "--container-label-rm",
+                "a",
+                "--mount-rm",
+                "/cache",
+                "--placement-pref-rm",
+                "spread=node.labels.zone",
+                "--no-healthcheck",
+            ],
+        )
+        .unwrap();
+        let t = spec.task.unwrap();
+        assert!(t.container_labels.is_empty() && t.mounts.is_empty());
+        assert!(t.placement.unwrap().preferences.is_empty());
+        assert_eq!(t.healthcheck.unwrap().test, ["NONE"]);
     }
 }
