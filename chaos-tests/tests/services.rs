@@ -87,17 +87,7 @@ fn a_replicated_service_spreads_heals_scales_and_goes() {
     assert!(e.contains("worker"), "{e}");
 
     // Without -d the command follows the rollout and ends when it converged.
-    let out = c.hosts[0].ok(&[
-        "service",
-        "create",
-        "--name",
-        "web",
-        "--replicas",
-        "3",
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
+    let out = create_sleeper(&c, &["--name", "web", "--replicas", "3"]);
     assert!(out.contains("overall progress: 3 out of 3 tasks"), "{out}");
     assert!(out.contains("converged"), "{out}");
     assert_eq!(running_on(&c, 0, "web").len(), 3);
@@ -744,4 +734,52 @@ fn restart_policies_limit_the_attempts_on_real_hosts() {
     std::thread::sleep(Duration::from_secs(3));
     let tasks = c.hosts[0].ok(&["service", "ps", "-q", "once"]);
     assert_eq!(tasks.lines().count(), 1, "not restarted: {tasks}");
+}
+
+#[test]
+fn host_mode_ports_publish_on_each_node_and_a_taken_port_keeps_a_task_off() {
+    let c = ready_swarm(1, 1);
+    // Refused before anything is made: the routing mesh needs overlay networks.
+    let (_, e) = c.hosts[0].fails(&["service", "create", "-p", "8080:80", "busybox"]);
+    assert!(e.contains("routing mesh"), "{e}");
+    // Three replicas publishing host port 8080, two nodes: the third cannot be placed, and
+    // the command says why.
+    let out = c.hosts[0].shoal(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--publish",
+        "mode=host,target=80,published=8080",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("host port this service publishes in use"),
+        "{text}"
+    );
+    assert_eq!(running_on(&c, 0, "web").len(), 2);
+    // Each node serves the port itself (reached from a container on the other node).
+    let got = c.hosts[0].ok(&[
+        "run",
+        "--rm",
+        "busybox",
+        "wget",
+        "-qO-",
+        &format!("http://{}:8080/hostname", c.ips[1]),
+    ]);
+    assert!(!got.trim().is_empty(), "{got}");
+    // Two replicas fit.
+    c.hosts[0].ok(&["service", "scale", "web=2"]);
+    assert_eq!(running_on(&c, 0, "web").len(), 2);
 }

@@ -124,6 +124,19 @@ struct NodeLoad {
     per_service: HashMap<String, u64>,
     reserved_cpu: i64,
     reserved_mem: i64,
+    /// Host ports its tasks publish: (protocol, port).
+    ports: Vec<(String, u32)>,
+}
+
+/// The host ports a task spec publishes.
+fn host_ports(spec: Option<&api::TaskSpec>) -> Vec<(String, u32)> {
+    spec.map_or_else(Vec::new, |s| {
+        s.ports
+            .iter()
+            .filter(|p| p.publish_mode == "host")
+            .map(|p| (p.protocol.clone(), p.published_port))
+            .collect()
+    })
 }
 
 impl Load {
@@ -134,6 +147,20 @@ impl Load {
         }
         let (cpu, mem) = reservation(t.spec.as_ref());
         self.count(&t.node_id, &t.service_id, cpu, mem);
+        let ports = host_ports(t.spec.as_ref());
+        if !ports.is_empty() {
+            self.nodes
+                .get_mut(&t.node_id)
+                .expect("counted")
+                .ports
+                .extend(ports);
+        }
+    }
+
+    fn ports_taken(&self, node: &str, ports: &[(String, u32)]) -> bool {
+        self.nodes
+            .get(node)
+            .is_some_and(|n| ports.iter().any(|p| n.ports.contains(p)))
     }
 
     // (Lookups first: building keys for every task of a large swarm costs more than the
@@ -196,6 +223,7 @@ pub fn place(
         .and_then(|p| spread_label(p).ok());
     let (cpu, mem) = reservation(Some(spec));
     let max_per_node = placement.max_replicas_per_node;
+    let ports = host_ports(Some(spec));
 
     // The filters that do not change while placing, counted for the explanation.
     let mut excluded: BTreeMap<String, usize> = BTreeMap::new();
@@ -256,6 +284,12 @@ pub fn place(
                         .or_default() += 1;
                     continue;
                 }
+                if !ports.is_empty() && load.ports_taken(&n.id, &ports) {
+                    *full
+                        .entry("have a host port this service publishes in use")
+                        .or_default() += 1;
+                    continue;
+                }
                 let (_, used_cpu, used_mem) = load.node(&n.id);
                 let (free_cpu, free_mem) = (n.nano_cpus - used_cpu, n.memory_bytes - used_mem);
                 if cpu > 0 && free_cpu < cpu {
@@ -274,6 +308,11 @@ pub fn place(
                 group_heap.push(Reverse((gl + 1, g)));
                 let n = eligible[i];
                 load.count(&n.id, service_id, cpu, mem);
+                if !ports.is_empty() {
+                    if let Some(l) = load.nodes.get_mut(&n.id) {
+                        l.ports.extend(ports.iter().cloned());
+                    }
+                }
                 break;
             }
             // The group is exhausted: it stays out of the heap.

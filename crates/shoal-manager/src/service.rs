@@ -126,6 +126,29 @@ pub fn validate(spec: &api::ServiceSpec) -> Result<(), String> {
     if task.image.is_empty() {
         return Err("an image is required".into());
     }
+    let mut seen = std::collections::HashSet::new();
+    for p in &task.ports {
+        if p.publish_mode != "host" {
+            return Err(format!(
+                "publish mode {:?}: only host mode is supported (the routing mesh comes with overlay networks): use --publish mode=host,target=PORT,published=PORT",
+                p.publish_mode
+            ));
+        }
+        if !matches!(p.protocol.as_str(), "tcp" | "udp") {
+            return Err(format!("protocol {:?}: use tcp or udp", p.protocol));
+        }
+        for (what, port) in [("target", p.target_port), ("published", p.published_port)] {
+            if port == 0 || port > 65535 {
+                return Err(format!("{what} port {port}: use 1-65535"));
+            }
+        }
+        if !seen.insert((p.protocol.as_str(), p.published_port)) {
+            return Err(format!(
+                "host port {}/{} is published twice",
+                p.published_port, p.protocol
+            ));
+        }
+    }
     if let Some(p) = &task.placement {
         for c in &p.constraints {
             crate::scheduler::Constraint::parse(c)?;

@@ -350,6 +350,16 @@ async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
             nano_cpus: resources.limit_nano_cpus,
             pids_limit: resources.limit_pids,
             mounts: spec.mounts.clone(),
+            port_bindings: spec
+                .ports
+                .iter()
+                .map(|p| api::PortBinding {
+                    container_port: p.target_port,
+                    protocol: p.protocol.clone(),
+                    host_ip: String::new(),
+                    host_port: p.published_port,
+                })
+                .collect(),
             ..Default::default()
         },
         ip: String::new(),

@@ -107,6 +107,12 @@ pub struct UpdateArgs {
     max_replicas_per_node: Option<u64>,
     #[command(flatten)]
     resources: ResourceFlags,
+    /// Publish a port (as --publish).
+    #[arg(long = "publish-add")]
+    publish_add: Vec<String>,
+    /// Stop publishing a port, by its target port.
+    #[arg(long = "publish-rm")]
+    publish_rm: Vec<u32>,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
@@ -155,6 +161,58 @@ impl ProcessFlags {
             }
         }
     }
+}
+
+/// `--publish mode=host,target=80,published=8080[,protocol=udp]`. Only host mode: the
+/// routing mesh (docker's default, ingress) comes with overlay networks.
+fn parse_publish(s: &str) -> Result<api::PortConfig> {
+    let mesh = || {
+        anyhow!(
+            "--publish {s:?} would use the routing mesh, which comes with overlay networks: publish on each task's node with --publish mode=host,target=PORT,published=PORT"
+        )
+    };
+    if !s.contains('=') {
+        return Err(mesh());
+    }
+    let mut p = api::PortConfig {
+        protocol: "tcp".into(),
+        publish_mode: "ingress".into(),
+        ..Default::default()
+    };
+    let port = |v: &str| -> Result<u32> {
+        v.parse::<u16>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(u32::from)
+            .ok_or_else(|| anyhow!("invalid port {v:?} in --publish {s:?}: use 1-65535"))
+    };
+    for kv in s.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("invalid --publish {s:?}: use key=value pairs"))?;
+        match k {
+            "mode" => p.publish_mode = v.into(),
+            "target" => p.target_port = port(v)?,
+            "published" => p.published_port = port(v)?,
+            "protocol" => p.protocol = v.into(),
+            other => {
+                bail!("invalid --publish key {other:?}: use mode, target, published or protocol")
+            }
+        }
+    }
+    if p.publish_mode != "host" {
+        return Err(mesh());
+    }
+    if !matches!(p.protocol.as_str(), "tcp" | "udp") {
+        bail!(
+            "invalid protocol {:?} in --publish {s:?}: use tcp or udp",
+            p.protocol
+        );
+    }
+    if p.target_port == 0 || p.published_port == 0 {
+        bail!("--publish {s:?} needs target=PORT and published=PORT (a random host port is not supported yet)");
+    }
+    Ok(p)
 }
 
 /// Resource flags, the same for create and update.
@@ -273,6 +331,9 @@ pub struct CreateArgs {
     max_replicas_per_node: Option<u64>,
     #[command(flatten)]
     resources: ResourceFlags,
+    /// Publish a port on each task's node: mode=host,target=PORT,published=PORT[,protocol=udp].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     #[command(flatten)]
     restart: RestartFlags,
     #[arg(long = "stop-grace-period")]
@@ -448,6 +509,11 @@ impl CreateArgs {
                 stop_grace_period_ms: ms("--stop-grace-period", &self.stop_grace_period)?,
                 stop_signal: self.stop_signal.clone().unwrap_or_default(),
                 healthcheck: self.health.healthcheck()?,
+                ports: self
+                    .publish
+                    .iter()
+                    .map(|p| parse_publish(p))
+                    .collect::<Result<_>>()?,
                 ..Default::default()
             }),
             update: Some(self.update.config()?),
@@ -778,6 +844,15 @@ impl UpdateArgs {
         }
         self.resources
             .apply(task.resources.get_or_insert_with(Default::default))?;
+        task.ports
+            .retain(|p| !self.publish_rm.contains(&p.target_port));
+        for p in &self.publish_add {
+            let p = parse_publish(p)?;
+            task.ports.retain(|x| {
+                (x.protocol.as_str(), x.published_port) != (p.protocol.as_str(), p.published_port)
+            });
+            task.ports.push(p);
+        }
         // As docker's: --no-healthcheck replaces the check; --health-* change only the
         // fields given.
         if let Some(new) = self.health.healthcheck()? {
