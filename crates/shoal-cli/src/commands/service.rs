@@ -125,11 +125,8 @@ pub struct UpdateArgs {
     /// Go back to the previous spec.
     #[arg(long)]
     rollback: bool,
-    #[arg(short = 'd', long)]
-    detach: bool,
-    #[arg(short = 'q', long)]
-    quiet: bool,
-    service: String,
+    #[command(flatten)]
+    target: RollbackArgs,
 }
 
 /// How the task's process runs, the same for create and update.
@@ -289,6 +286,7 @@ impl RestartFlags {
     }
 }
 
+/// The service an update or rollback is for, and how to follow it.
 #[derive(Args)]
 pub struct RollbackArgs {
     #[arg(short = 'd', long)]
@@ -588,7 +586,7 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
         ServiceCommand::Update(a) => {
             let current = client
                 .inspect_service(api::ServiceRef {
-                    id: a.service.clone(),
+                    id: a.target.service.clone(),
                 })
                 .await
                 .map_err(err)?
@@ -603,7 +601,14 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
                 force: a.force,
                 rollback: a.rollback,
             };
-            return send_update(&mut client, req, &a.service, a.detach, a.quiet).await;
+            return send_update(
+                &mut client,
+                req,
+                &a.target.service,
+                a.target.detach,
+                a.target.quiet,
+            )
+            .await;
         }
         ServiceCommand::Rollback(a) => {
             let req = api::UpdateServiceRequest {
