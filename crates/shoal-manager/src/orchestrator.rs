@@ -775,6 +775,18 @@ pub async fn run(replica: Replica) {
                 Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
             }
         }
+        let closed = changes
+            .iter()
+            .any(|c| matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)));
+        if closed {
+            return; // the replica is gone
+        }
+        if !replica.is_leader() {
+            // Only the leader plans: a follower keeps no copy up to date (it is read again
+            // on election).
+            world = None;
+            continue;
+        }
         for c in changes {
             match (c, world.as_mut()) {
                 (Ok(c), Some(w)) => w.apply(&c),
@@ -793,9 +805,6 @@ pub async fn run(replica: Replica) {
                     continue;
                 }
             }
-        }
-        if !replica.is_leader() {
-            continue;
         }
         if let Some(w) = &world {
             match reconcile(&replica, w).await {
