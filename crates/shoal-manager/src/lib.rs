@@ -1,7 +1,9 @@
-//! The swarm's control plane. For now: the cluster's certificate authority and join tokens;
-//! the leader's control loops (orchestrators, allocator, dispatcher) come with services.
+//! The swarm's control plane: the cluster's certificate authority and join tokens, the
+//! dispatcher (heartbeats, agents' sessions, status reports, logs) and the leader's control
+//! loop (orchestrators and scheduler).
 
 pub mod ca;
+pub mod counts;
 pub mod dispatcher;
 pub mod error;
 pub mod ids;

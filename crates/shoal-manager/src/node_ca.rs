@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal_api::v1::node_ca_client::NodeCaClient;
 use shoal_api::v1::node_ca_server::{NodeCa, NodeCaServer};
 use shoal_api::v1::{
     AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse,
@@ -14,6 +15,7 @@ use shoal_api::v1::{
 };
 use shoal_store::table::{create, update};
 use shoal_store::Replica;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::ca::{hex, identity, Role};
@@ -34,6 +36,61 @@ pub struct NodeCaService {
     broker: Arc<LogBroker>,
     /// Task changes routed to the agents' sessions here.
     sessions: Arc<Sessions>,
+    /// A follower's connection to the leader, kept for the heartbeats it passes on (a
+    /// thousand nodes heartbeat a few hundred times a second: one TLS handshake each would
+    /// cost the leader more than everything else it does).
+    to_leader: std::sync::Mutex<Option<(String, NodeCaClient<Channel>)>>,
+}
+
+impl NodeCaService {
+    /// Pass a node's heartbeat on to the leader at `leader`, over the kept connection (made
+    /// again when the leader changes or a call fails).
+    async fn forward_heartbeat(
+        &self,
+        leader: &str,
+        sec: &shoal_store::Security,
+        node_id: &str,
+    ) -> crate::Result<HeartbeatResponse> {
+        let kept = {
+            let to_leader = self.to_leader.lock().unwrap_or_else(|e| e.into_inner());
+            to_leader
+                .as_ref()
+                .filter(|(addr, _)| addr == leader)
+                .map(|(_, c)| c.clone())
+        };
+        let call = async {
+            let mut c = match kept {
+                Some(c) => c,
+                None => {
+                    let c = crate::join::client(leader, &sec.ca_pem, &sec.cert_pem, &sec.key_pem)
+                        .await?;
+                    *self.to_leader.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((leader.to_string(), c.clone()));
+                    c
+                }
+            };
+            let r = c
+                .heartbeat(HeartbeatRequest {
+                    forwarded_for: node_id.to_string(),
+                })
+                .await
+                .map_err(|s| crate::Error::Other(s.message().to_string()))?;
+            Ok(r.into_inner())
+        };
+        // A hung leader must not hold the agent's heartbeat: it tries another manager.
+        let answer = tokio::time::timeout(Duration::from_secs(2), call)
+            .await
+            .map_err(|_| crate::Error::Other(format!("the leader at {leader} did not answer")))
+            .and_then(|r| r);
+        if answer.is_err() {
+            // Connect afresh next time.
+            self.to_leader
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+        }
+        answer
+    }
 }
 
 pub fn service(replica: Replica) -> NodeCaServer<NodeCaService> {
@@ -55,6 +112,7 @@ pub fn service_with(
         liveness,
         security,
         broker,
+        to_leader: std::sync::Mutex::new(None),
     })
 }
 
@@ -467,7 +525,8 @@ impl NodeCa for NodeCaService {
         } else if let (Some((_, leader)), Some(sec)) = (self.replica.leader(), &self.security) {
             // The leader's answer, not this follower's view: a follower cut off from the
             // swarm (or left behind by --force-new-cluster) must not tell a node stale roles.
-            let answer = forward_heartbeat(&leader, sec, &node_id)
+            let answer = self
+                .forward_heartbeat(&leader, sec, &node_id)
                 .await
                 .map_err(|e| Status::unavailable(format!("forwarding to the leader: {e}")))?;
             return Ok(Response::new(answer));
@@ -613,27 +672,6 @@ fn caller<T>(request: &Request<T>, missing: &str) -> Result<crate::Identity, Sta
         .first()
         .ok_or_else(|| Status::unauthenticated(missing.to_string()))?;
     identity(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
-}
-
-async fn forward_heartbeat(
-    leader: &str,
-    sec: &shoal_store::Security,
-    node_id: &str,
-) -> crate::Result<HeartbeatResponse> {
-    let call = async {
-        let mut c = crate::join::client(leader, &sec.ca_pem, &sec.cert_pem, &sec.key_pem).await?;
-        let r = c
-            .heartbeat(HeartbeatRequest {
-                forwarded_for: node_id.to_string(),
-            })
-            .await
-            .map_err(|s| crate::Error::Other(s.message().to_string()))?;
-        Ok(r.into_inner())
-    };
-    // A hung leader must not hold the agent's heartbeat: it tries another manager.
-    tokio::time::timeout(Duration::from_secs(2), call)
-        .await
-        .map_err(|_| crate::Error::Other(format!("the leader at {leader} did not answer")))?
 }
 
 /// One status report: only for a task of `node`, and only forward.

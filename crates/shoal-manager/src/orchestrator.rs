@@ -852,7 +852,7 @@ impl<T: shoal_store::Object> Table<T> {
                 }
             }
             _ => {
-                let Ok(object) = serde_json::from_value::<T>(e.data.clone()) else {
+                let Ok(object) = e.decode::<T>() else {
                     return;
                 };
                 match self.at.get(&e.id) {

@@ -121,16 +121,22 @@ impl Sessions {
             return;
         }
         for e in change.events.iter().filter(|e| e.table == Task::TABLE) {
-            let Some(node) = e.data.get("node_id").and_then(|n| n.as_str()) else {
+            #[derive(serde::Deserialize)]
+            struct Placed<'a> {
+                #[serde(borrow, default)]
+                node_id: std::borrow::Cow<'a, str>,
+            }
+            let Ok(Placed { node_id: node }) = serde_json::from_str::<Placed<'_>>(e.data.get())
+            else {
                 continue;
             };
-            let Some(senders) = map.get(node) else {
+            let Some(senders) = map.get(node.as_ref()) else {
                 continue;
             };
             let routed = || match e.kind {
                 EventKind::Deleted => Some(Routed::Removed(e.id.clone())),
                 _ => {
-                    let t: api::Task = serde_json::from_value(e.data.clone()).ok()?;
+                    let t: api::Task = e.decode().ok()?;
                     Some(if wanted(&t) {
                         Routed::Changed(Box::new(t))
                     } else {

@@ -26,11 +26,11 @@ pub use error::{Error, Result};
 pub use log::{force_new_cluster, LogStore};
 pub use network::{Security, MANAGER_NAME};
 pub use replica::{ProposeReply, Replica, ReplicaConfig};
-pub use sm::{Listing, StateMachine, Stored, Watch};
+pub use sm::{Listing, StateMachine, Stored, View, Watch};
 pub use table::{Object, Versioned};
 pub use types::{
     Change, Event, EventKind, IndexKey, NodeId, Op, Proposal, Rejection, Request, Response,
-    TypeConfig,
+    StorageError, TypeConfig,
 };
 
 /// Open (or create) a manager's store under `path`: the log (with the vote) in one sled

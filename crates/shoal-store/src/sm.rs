@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{BasicNode, Entry, EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::broadcast;
 
 use crate::error::{sm_read_err, sm_write_err, snapshot_err};
@@ -42,11 +42,12 @@ const WATCH_BUFFER: usize = 4096;
 
 /// An object as stored: its data, its version (the log index of its last write), the index
 /// of its creation, and the index keys it was written with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stored {
     pub version: u64,
     pub created: u64,
-    pub data: Value,
+    /// JSON text.
+    pub data: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub indexes: Vec<IndexKey>,
 }
@@ -67,6 +68,18 @@ struct Shared {
     changes: broadcast::Sender<Arc<Change>>,
     /// Bumped when a snapshot replaces the whole state: watchers must start over.
     resets: tokio::sync::watch::Sender<u64>,
+    /// Kept in step with the state, under `gate`.
+    views: RwLock<Vec<Arc<dyn View>>>,
+}
+
+/// A summary of the state kept current with every applied entry (under the same lock, so it
+/// never lags what a read sees): answers a question about all objects of a table (how many
+/// tasks of each service run) without reading them all each time.
+pub trait View: Send + Sync {
+    /// Start from the whole state (on registration, and when a snapshot replaced it).
+    fn load(&self, sm: &StateMachine) -> Result<(), StorageError>;
+    /// One committed change.
+    fn apply(&self, change: &Change);
 }
 
 #[derive(Clone)]
@@ -108,6 +121,7 @@ impl StateMachine {
                 gate: RwLock::new(()),
                 changes: broadcast::channel(WATCH_BUFFER).0,
                 resets: tokio::sync::watch::channel(0).0,
+                views: RwLock::new(Vec::new()),
             }),
         })
     }
@@ -162,6 +176,14 @@ impl StateMachine {
             index: self.applied_index()?,
             watch: Watch { rx, resets },
         })
+    }
+
+    /// Keep `view` in step with the state from now on.
+    pub fn add_view(&self, view: Arc<dyn View>) -> Result<(), StorageError> {
+        let _write = self.shared.gate.write().expect("gate");
+        view.load(self)?;
+        self.shared.views.write().expect("views").push(view);
+        Ok(())
     }
 
     /// Committed changes from now on.
@@ -358,7 +380,7 @@ impl StateMachine {
             let data = match (&new, &current) {
                 (Some(s), _) => s.data.clone(),
                 (None, Some(old)) => old.data.clone(),
-                (None, None) => Value::Null,
+                (None, None) => RawValue::NULL.to_owned(),
             };
             events.push(Event {
                 table: table.clone(),
@@ -524,6 +546,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let _write = self.shared.gate.write().expect("gate");
             let (response, change) = self.apply_entry(entry)?;
             if let Some(c) = change {
+                for v in self.shared.views.read().expect("views").iter() {
+                    v.apply(&c);
+                }
                 // No receivers is fine.
                 let _ = self.shared.changes.send(Arc::new(c));
             }
@@ -571,6 +596,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
             );
             self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
+            for v in self.shared.views.read().expect("views").iter() {
+                v.load(self)?;
+            }
             self.shared.resets.send_modify(|n| *n += 1);
         }
         self.save_snapshot(meta, &bytes).await

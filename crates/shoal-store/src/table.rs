@@ -75,13 +75,13 @@ pub fn delete<T: Object>(id: &str, version: Option<u64>) -> Op {
     }
 }
 
-fn to_value<T: Object>(o: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(o)
+fn to_value<T: Object>(o: &T) -> Result<Box<serde_json::value::RawValue>> {
+    serde_json::value::to_raw_value(o)
         .map_err(|e| Error::Other(format!("encode {} {}: {e}", T::TABLE, o.id())))
 }
 
 pub(crate) fn decode<T: Object>(id: &str, s: Stored) -> Result<Versioned<T>> {
-    let object = serde_json::from_value(s.data).map_err(|e| Error::Corrupt {
+    let object = serde_json::from_str(s.data.get()).map_err(|e| Error::Corrupt {
         table: T::TABLE.into(),
         id: id.into(),
         message: e.to_string(),

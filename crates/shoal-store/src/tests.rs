@@ -259,7 +259,8 @@ async fn watchers_start_from_a_matching_snapshot() {
     let c = watch.rx.recv().await.unwrap();
     assert_eq!((c.index, c.events[0].kind), (3, EventKind::Deleted));
     assert_eq!(
-        c.events[0].data["name"], "a",
+        c.events[0].decode::<serde_json::Value>().unwrap()["name"],
+        "a",
         "a delete carries the last state"
     );
 }

@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 pub type NodeId = u64;
 
@@ -37,14 +37,18 @@ pub struct IndexKey {
 /// An operation on one object. Versions are the Raft log index of the write that made them,
 /// so they only grow, and a writer that read version `v` updates "if still `v`" (optimistic
 /// concurrency, as SwarmKit's `Meta.Version`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+///
+/// An object's data is its JSON text, kept as it is from the writer to the table (never
+/// parsed into a tree on the way: entries carry hundreds of objects). Externally tagged: an
+/// internally tagged enum would buffer the data to find the tag.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Op {
     /// Fails if the object exists.
     Create {
         table: String,
         id: String,
-        data: Value,
+        data: Box<RawValue>,
         indexes: Vec<IndexKey>,
     },
     /// Fails unless the object exists at exactly `version`.
@@ -52,7 +56,7 @@ pub enum Op {
         table: String,
         id: String,
         version: u64,
-        data: Value,
+        data: Box<RawValue>,
         indexes: Vec<IndexKey>,
     },
     /// Fails unless the object exists (and is at `version`, when given).
@@ -73,6 +77,56 @@ impl Op {
     pub fn id(&self) -> &str {
         match self {
             Op::Create { id, .. } | Op::Update { id, .. } | Op::Delete { id, .. } => id,
+        }
+    }
+}
+
+impl PartialEq for Op {
+    fn eq(&self, other: &Op) -> bool {
+        match (self, other) {
+            (
+                Op::Create {
+                    table: t1,
+                    id: i1,
+                    data: d1,
+                    indexes: x1,
+                },
+                Op::Create {
+                    table: t2,
+                    id: i2,
+                    data: d2,
+                    indexes: x2,
+                },
+            ) => t1 == t2 && i1 == i2 && d1.get() == d2.get() && x1 == x2,
+            (
+                Op::Update {
+                    table: t1,
+                    id: i1,
+                    version: v1,
+                    data: d1,
+                    indexes: x1,
+                },
+                Op::Update {
+                    table: t2,
+                    id: i2,
+                    version: v2,
+                    data: d2,
+                    indexes: x2,
+                },
+            ) => t1 == t2 && i1 == i2 && v1 == v2 && d1.get() == d2.get() && x1 == x2,
+            (
+                Op::Delete {
+                    table: t1,
+                    id: i1,
+                    version: v1,
+                },
+                Op::Delete {
+                    table: t2,
+                    id: i2,
+                    version: v2,
+                },
+            ) => t1 == t2 && i1 == i2 && v1 == v2,
+            _ => false,
         }
     }
 }
@@ -133,13 +187,29 @@ pub struct Change {
     pub events: Vec<Event>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub table: String,
     pub id: String,
     pub kind: EventKind,
-    /// The object after the change (before it, for a delete).
-    pub data: Value,
+    /// The object after the change (before it, for a delete), as JSON text.
+    pub data: Box<RawValue>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.table == other.table
+            && self.id == other.id
+            && self.kind == other.kind
+            && self.data.get() == other.data.get()
+    }
+}
+
+impl Event {
+    /// The object, decoded.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.data.get())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -58,26 +58,16 @@ impl ServicesApi {
         }
     }
 
-    fn info(s: &Versioned<Service>, tasks: &[Versioned<Task>]) -> api::ServiceInfo {
-        let mine = tasks
-            .iter()
-            .filter(|t| t.object.0.service_id == s.object.id);
-        let running = mine
-            .clone()
-            .filter(|t| {
-                t.object.0.desired_state == "running"
-                    && t.object
-                        .0
-                        .status
-                        .as_ref()
-                        .is_some_and(|st| st.state == "running")
-            })
-            .count() as u64;
+    fn info(a: &Active, s: &Versioned<Service>) -> api::ServiceInfo {
+        let count = a
+            .counts
+            .as_ref()
+            .map(|c| c.of(&s.object.id))
+            .unwrap_or_default();
+        let running = count.running;
         let desired = match mode(&s.object.spec) {
             "replicated" | "replicated-job" => s.object.spec.replicas,
-            _ => mine
-                .filter(|t| t.object.0.desired_state == "running")
-                .count() as u64,
+            _ => count.desired,
         };
         api::ServiceInfo {
             spec_version: s.object.spec_version,
@@ -363,7 +353,7 @@ impl Services for ServicesApi {
             s.object.updated_at = stamp.clone();
             if Self::write_service(&a, &mut s).await? {
                 tracing::info!(service = %s.object.spec.name, version = s.object.spec_version, "service updated");
-                return Ok(Response::new(Self::info(&s, &[])));
+                return Ok(Response::new(Self::info(&a, &s)));
             }
         }
         Err(Status::aborted("the service kept changing: try again"))
@@ -414,7 +404,7 @@ impl Services for ServicesApi {
             created: version,
             object: service,
         };
-        Ok(Response::new(Self::info(&v, &[])))
+        Ok(Response::new(Self::info(&a, &v)))
     }
 
     async fn list_services(
@@ -423,12 +413,11 @@ impl Services for ServicesApi {
     ) -> Result<Response<api::ListServicesResponse>, Status> {
         let a = self.manager().await?;
         let sm = a.r()?.state();
-        let tasks = sm.list_obj::<Task>().map_err(internal)?;
         let mut services: Vec<api::ServiceInfo> = sm
             .list_obj::<Service>()
             .map_err(internal)?
             .iter()
-            .map(|s| Self::info(s, &tasks))
+            .map(|s| Self::info(&a, s))
             .collect();
         services.sort_by(|x, y| {
             let name = |s: &api::ServiceInfo| s.spec.as_ref().map(|sp| sp.name.clone());
@@ -443,11 +432,7 @@ impl Services for ServicesApi {
     ) -> Result<Response<api::ServiceInfo>, Status> {
         let a = self.manager().await?;
         let s = Self::find_service(&a, &request.into_inner().id)?;
-        let sm = a.r()?.state();
-        let tasks = sm
-            .find_obj::<Task>("service", &s.object.id)
-            .map_err(internal)?;
-        Ok(Response::new(Self::info(&s, &tasks)))
+        Ok(Response::new(Self::info(&a, &s)))
     }
 
     async fn remove_service(
@@ -484,7 +469,7 @@ impl Services for ServicesApi {
             s.object.spec.replicas = req.replicas;
             s.object.updated_at = now();
             if Self::write_service(&a, &mut s).await? {
-                return Ok(Response::new(Self::info(&s, &[])));
+                return Ok(Response::new(Self::info(&a, &s)));
             }
         }
         Err(Status::aborted("the service kept changing: try again"))

@@ -59,6 +59,8 @@ pub(crate) struct Active {
     replica: Option<Replica>,
     /// Managers only: log subscriptions for the agents connected here.
     pub(crate) broker: Option<Arc<shoal_manager::logs::LogBroker>>,
+    /// Managers only: how many tasks of each service run.
+    pub(crate) counts: Option<Arc<shoal_manager::counts::TaskCounts>>,
     /// This node's credentials (PEM: roots, certificate, key), to call other managers.
     pub(crate) creds: Creds,
     /// The agent's heartbeats, and on managers the leader's liveness monitor.
@@ -245,6 +247,7 @@ impl SwarmApi {
                 m,
                 replica: None,
                 broker: None,
+                counts: None,
                 creds: Creds { ca, cert, key },
                 tasks: vec![agent, executor],
             });
@@ -287,6 +290,8 @@ impl SwarmApi {
             }
         };
         let _ = removed.set(replica.state().clone());
+        let counts = Arc::new(shoal_manager::counts::TaskCounts::default());
+        replica.state().add_view(counts.clone())?;
         let liveness = Arc::new(shoal_manager::dispatcher::Liveness::default());
         let broker = Arc::new(shoal_manager::logs::LogBroker::default());
         let node_ca = shoal_manager::node_ca::service_with(
@@ -306,6 +311,7 @@ impl SwarmApi {
             m,
             replica: Some(replica),
             broker: Some(broker),
+            counts: Some(counts),
             creds: Creds { ca, cert, key },
             tasks: vec![agent, executor, monitor, orchestrator],
         })
