@@ -1,6 +1,7 @@
 //! The node CA service every manager serves: certificates for joining nodes (the join
 //! token's secret decides the role) and voter membership for new managers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +41,18 @@ pub struct NodeCaService {
     /// thousand nodes heartbeat a few hundred times a second: one TLS handshake each would
     /// cost the leader more than everything else it does).
     to_leader: std::sync::Mutex<Option<(String, NodeCaClient<Channel>)>>,
+}
+
+/// A task as its agent acts on it: everything but its status, which the agent itself
+/// reports (SwarmKit's `TasksEqualStable`).
+fn stable(t: &shoal_api::v1::Task) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut t = t.clone();
+    t.status = None;
+    t.updated_at.clear();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    prost::Message::encode_to_vec(&t).hash(&mut h);
+    h.finish()
 }
 
 impl NodeCaService {
@@ -269,14 +282,19 @@ impl NodeCa for NodeCaService {
         let replica = self.replica.clone();
         tokio::spawn(async move {
             let mut full = true;
+            // What the agent was last sent of each task (see `stable`).
+            let mut sent: HashMap<String, u64> = HashMap::new();
             loop {
                 let msg = if full {
                     full = false;
                     match assigned(&replica, &caller.node_id) {
-                        Ok(tasks) => AssignmentsMessage {
-                            tasks,
-                            ..Default::default()
-                        },
+                        Ok(tasks) => {
+                            sent = tasks.iter().map(|t| (t.id.clone(), stable(t))).collect();
+                            AssignmentsMessage {
+                                tasks,
+                                ..Default::default()
+                            }
+                        }
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
                             return;
@@ -298,10 +316,16 @@ impl NodeCa for NodeCaService {
                     while let Some(r) = next {
                         match r {
                             Routed::Changed(t) => {
-                                removed.remove(&t.id);
-                                changed.insert(t.id.clone(), *t);
+                                // A change of its status only is what the agent itself
+                                // reported: not sent back.
+                                let h = stable(&t);
+                                if sent.insert(t.id.clone(), h) != Some(h) {
+                                    removed.remove(&t.id);
+                                    changed.insert(t.id.clone(), *t);
+                                }
                             }
                             Routed::Removed(id) => {
+                                sent.remove(&id);
                                 changed.remove(&id);
                                 removed.insert(id);
                             }
@@ -310,6 +334,9 @@ impl NodeCa for NodeCaService {
                         next = session.rx.try_recv().ok();
                     }
                     if full {
+                        continue;
+                    }
+                    if changed.is_empty() && removed.is_empty() {
                         continue;
                     }
                     AssignmentsMessage {

@@ -749,6 +749,12 @@ pub async fn run(replica: Replica) {
     // large swarm a stream of status reports is planned in batches rather than one pass
     // each (at most half a core), while a small one reacts at once.
     let mut planning = Duration::ZERO;
+    // Whether something changed that a plan must see, and when the last one ran: a stream of
+    // reports that only say "running" changes no decision (unless a rolling update waits for
+    // them), so it is not planned for; time-based decisions (restart delays) get a plan at
+    // least once a second.
+    let mut due = true;
+    let mut last_plan = std::time::Instant::now();
     loop {
         // Wake on any committed change, or once a second (restart delays, node liveness).
         let mut changes = Vec::new();
@@ -789,7 +795,7 @@ pub async fn run(replica: Replica) {
         }
         for c in changes {
             match (c, world.as_mut()) {
-                (Ok(c), Some(w)) => w.apply(&c),
+                (Ok(c), Some(w)) => due |= w.apply(&c),
                 (Ok(_), None) => {}
                 // Missed changes: read everything again.
                 (Err(tokio::sync::broadcast::error::RecvError::Lagged(_)), _) => world = None,
@@ -798,6 +804,7 @@ pub async fn run(replica: Replica) {
         }
         if world.is_none() {
             // Subscribed before reading: a change in between is applied twice, harmlessly.
+            due = true;
             match Cache::load(&replica) {
                 Ok(w) => world = Some(w),
                 Err(e) => {
@@ -806,10 +813,23 @@ pub async fn run(replica: Replica) {
                 }
             }
         }
+        // (On a swarm so large that a plan takes more than 100 ms, every ten plans' time.)
+        if !due && last_plan.elapsed() < (planning * 10).max(Duration::from_secs(1)) {
+            continue;
+        }
         if let Some(w) = &world {
+            last_plan = std::time::Instant::now();
             match reconcile(&replica, w).await {
-                Ok(took) => planning = took,
-                Err(e) => tracing::debug!(error = %e, "service reconciliation (retrying)"),
+                // A write that failed (another writer got there first) is planned again
+                // from what the store now says.
+                Ok((took, all_written)) => {
+                    planning = took;
+                    due = !all_written;
+                }
+                Err(e) => {
+                    due = true;
+                    tracing::debug!(error = %e, "service reconciliation (retrying)")
+                }
             }
         }
     }
@@ -840,7 +860,8 @@ impl<T: shoal_store::Object> Table<T> {
         Table { items, at, id }
     }
 
-    fn apply(&mut self, e: &shoal_store::Event, index: u64) {
+    /// Apply one event; the object as it was before, for an update.
+    fn apply(&mut self, e: &shoal_store::Event, index: u64) -> Option<T> {
         match e.kind {
             shoal_store::EventKind::Deleted => {
                 if let Some(i) = self.at.remove(&e.id) {
@@ -850,16 +871,15 @@ impl<T: shoal_store::Object> Table<T> {
                         self.at.insert((self.id)(&moved.object), i);
                     }
                 }
+                None
             }
             _ => {
-                let Ok(object) = e.decode::<T>() else {
-                    return;
-                };
+                let object = e.decode::<T>().ok()?;
                 match self.at.get(&e.id) {
-                    Some(&i) if self.items[i].version >= index => {}
+                    Some(&i) if self.items[i].version >= index => None,
                     Some(&i) => {
                         self.items[i].version = index;
-                        self.items[i].object = object;
+                        Some(std::mem::replace(&mut self.items[i].object, object))
                     }
                     None => {
                         self.at.insert(e.id.clone(), self.items.len());
@@ -868,10 +888,15 @@ impl<T: shoal_store::Object> Table<T> {
                             created: index,
                             object,
                         });
+                        None
                     }
                 }
             }
         }
+    }
+
+    fn get(&self, id: &str) -> Option<&T> {
+        self.at.get(id).map(|&i| &self.items[i].object)
     }
 }
 
@@ -886,23 +911,64 @@ impl Cache {
         })
     }
 
-    fn apply(&mut self, c: &shoal_store::Change) {
+    /// Apply a committed change; whether a plan must see it (see [`Cache::matters`]).
+    fn apply(&mut self, c: &shoal_store::Change) -> bool {
+        let mut due = false;
         for e in &c.events {
             match e.table.as_str() {
-                Service::TABLE => self.services.apply(e, c.index),
-                Task::TABLE => self.tasks.apply(e, c.index),
-                Node::TABLE => self.nodes.apply(e, c.index),
+                Service::TABLE => {
+                    self.services.apply(e, c.index);
+                    due = true;
+                }
+                Task::TABLE => {
+                    let before = self.tasks.apply(e, c.index);
+                    due |= self.matters(e, before.as_ref());
+                }
+                Node::TABLE => {
+                    self.nodes.apply(e, c.index);
+                    due = true;
+                }
                 _ => {}
             }
         }
+        due
+    }
+
+    /// Whether a task's change can change a decision: a removal, a task that ended, moved
+    /// or is wanted otherwise, and any change of a service in a rolling update (its batches
+    /// wait for new tasks to run). The orchestrator's own new tasks do not (it planned them);
+    /// nor does a task's report that it runs, of a service not updating.
+    fn matters(&self, e: &shoal_store::Event, before: Option<&Task>) -> bool {
+        use shoal_store::EventKind;
+        match e.kind {
+            EventKind::Deleted => return true,
+            EventKind::Created => return false,
+            EventKind::Updated => {}
+        }
+        let (Some(before), Some(now)) = (before, self.tasks.get(&e.id)) else {
+            return true;
+        };
+        let (b, n) = (&before.0, &now.0);
+        if b.desired_state != n.desired_state
+            || b.node_id != n.node_id
+            || is_terminal(status(n))
+            || b.spec_version != n.spec_version
+        {
+            return true;
+        }
+        self.services.get(&n.service_id).is_none_or(|s| {
+            s.update_status
+                .as_ref()
+                .is_some_and(|u| matches!(u.state.as_str(), "updating" | "rollback_started"))
+        })
     }
 }
 
 #[allow(clippy::result_large_err)]
-/// One round: plan and write; how long the planning took.
-async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<Duration> {
+/// One round: plan and write; how long the planning took, and whether every write went in.
+async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<(Duration, bool)> {
     if w.services.items.is_empty() && w.tasks.items.is_empty() {
-        return Ok(Duration::ZERO);
+        return Ok((Duration::ZERO, true));
     }
     let started = std::time::Instant::now();
     let history = replica
@@ -931,12 +997,14 @@ async fn reconcile(replica: &Replica, w: &Cache) -> shoal_store::Result<Duration
         let r = replica.clone();
         async move { r.write(ops).await }
     });
+    let mut all_written = true;
     for res in futures::future::join_all(writes).await {
         if let Err(e) = res {
+            all_written = false;
             tracing::debug!(error = %e, "task write");
         }
     }
-    Ok(took)
+    Ok((took, all_written))
 }
 
 #[cfg(test)]

@@ -47,10 +47,7 @@ impl Object for Task {
         &self.0.id
     }
     fn indexes(&self) -> Vec<IndexKey> {
-        let mut ix = vec![
-            index("service", &self.0.service_id),
-            index("desired", &self.0.desired_state),
-        ];
+        let mut ix = vec![index("service", &self.0.service_id)];
         if !self.0.node_id.is_empty() {
             ix.push(index("node", &self.0.node_id));
         }

@@ -94,16 +94,19 @@ type Waiter = tokio::sync::oneshot::Sender<Proposed>;
 /// The most requests one entry carries.
 const MAX_BATCH: usize = 1024;
 /// The most operations one entry gathers from several requests (a single larger request
-/// still goes in an entry of its own): entries stay around a megabyte, so a batch of them
-/// fits a replication message.
+/// still goes in an entry of its own): entries stay under half a megabyte, so a batch of
+/// them fits a replication message. (1024 was slower: 100,000 tasks placed at 2,400/s
+/// against 3,500/s.)
 const MAX_BATCH_OPS: usize = 256;
 /// Entries in one replication message at most.
-const MAX_PAYLOAD_ENTRIES: u64 = 2;
+const MAX_PAYLOAD_ENTRIES: u64 = 8;
 /// Entries handed to Raft and not yet applied, at most. openraft's leader writes and
 /// flushes each entry it is given before it takes the next, so writes that arrive meanwhile
 /// wait here and go together in the next entry: one fsync and one replication round for
-/// all of them (group commit), instead of one per write.
-const IN_FLIGHT: usize = 1;
+/// all of them (group commit), instead of one per write. A few at once keep the followers
+/// busy while the leader writes the next (1 placed 100,000 tasks at 2,000/s, 3 at 3,500/s;
+/// 6 was no better).
+const IN_FLIGHT: usize = 3;
 
 /// Gather concurrent writes into entries (see [`Proposal`]); runs until the replica goes.
 async fn batch_writes(

@@ -1,22 +1,17 @@
-//! The state machine: object tables in one sled tree, applied entry by entry, each entry one
-//! atomic sled batch together with the applied log id; snapshots; and the broadcast of
-//! committed changes.
+//! The state machine: object tables in memory, applied entry by entry (each entry all at
+//! once, with the applied log id); snapshots; and the broadcast of committed changes.
 //!
-//! Keys of the `sm` tree:
+//! The tables live in memory, as SwarmKit's and etcd's do in effect: what makes them durable
+//! is the log (every entry is flushed before it counts) and the last snapshot (written and
+//! flushed before the log behind it may be purged). On start the state is the snapshot's,
+//! and openraft applies the committed entries after it again. Writing every object to disk
+//! a second time cost more than everything else a manager does.
 //!
-//! * `o/<table>/<id>` → [`Stored`] (the object, its version and its index keys)
-//! * `x/<table>/<index>/<value>/<id>` → empty (secondary indexes)
-//! * `m/applied`, `m/membership` → the last applied log id and membership
-//!
-//! `/` cannot appear in table or index names; ids and values are length-prefixed so any byte
-//! is fine in them.
-//!
-//! The state machine is not flushed after every apply (it has its own database, flushed in
-//! the background and before a snapshot lets the log be purged): it only ever applies
-//! entries the log already flushed, so a crash can lose the last applies but never the
-//! entries, and openraft re-applies them from the saved commit index on start.
+//! Secondary index entries are keys `x/<table>/<index>/<value>/<id>` in an ordered set (a
+//! lookup is a prefix scan); `/` cannot appear in table or index names, and values are
+//! length-prefixed so any byte is fine in them and in ids.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
 
@@ -32,8 +27,6 @@ use crate::types::{
     StorageError, StoredMembership, TypeConfig,
 };
 
-const APPLIED: &[u8] = b"m/applied";
-const MEMBERSHIP: &[u8] = b"m/membership";
 const SNAP_META: &[u8] = b"meta";
 const SNAP_DATA: &[u8] = b"data";
 
@@ -58,13 +51,58 @@ struct SnapshotData {
     objects: Vec<(String, String, Stored)>,
 }
 
+/// The tables, their indexes, and how far they are applied.
+#[derive(Default)]
+struct Mem {
+    /// Table → id → object.
+    tables: HashMap<String, BTreeMap<String, Stored>>,
+    /// Index entries (see the module's notes).
+    index: BTreeSet<Vec<u8>>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+impl Mem {
+    fn get(&self, table: &str, id: &str) -> Option<&Stored> {
+        self.tables.get(table).and_then(|t| t.get(id))
+    }
+
+    /// Ids under an index prefix.
+    fn scan<'a>(&'a self, prefix: &'a [u8]) -> impl Iterator<Item = String> + 'a {
+        self.index
+            .range(prefix.to_vec()..)
+            .take_while(move |k| k.starts_with(prefix))
+            .map(move |k| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+    }
+
+    /// A state from a snapshot's content.
+    fn from_snapshot(
+        data: SnapshotData,
+        applied: Option<LogId>,
+        membership: StoredMembership,
+    ) -> Mem {
+        let mut mem = Mem {
+            applied,
+            membership,
+            ..Mem::default()
+        };
+        for (table, id, stored) in data.objects {
+            for ix in &stored.indexes {
+                mem.index.insert(index_key(&table, ix, &id));
+            }
+            mem.tables.entry(table).or_default().insert(id, stored);
+        }
+        mem
+    }
+}
+
 struct Shared {
     disk: crate::Disk,
-    sm: sled::Tree,
     snaps: sled::Tree,
     /// Held for writing while an entry is applied and its change broadcast, for reading by
     /// whoever needs a snapshot that lines up exactly with a watch.
     gate: RwLock<()>,
+    mem: RwLock<Mem>,
     changes: broadcast::Sender<Arc<Change>>,
     /// Bumped when a snapshot replaces the whole state: watchers must start over.
     resets: tokio::sync::watch::Sender<u64>,
@@ -87,16 +125,6 @@ pub struct StateMachine {
     shared: Arc<Shared>,
 }
 
-fn object_key(table: &str, id: &str) -> Vec<u8> {
-    let mut k = format!("o/{table}/").into_bytes();
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
-fn table_prefix(table: &str) -> Vec<u8> {
-    format!("o/{table}/").into_bytes()
-}
-
 fn index_prefix(table: &str, index: &str, value: &str) -> Vec<u8> {
     let mut k = format!("x/{table}/{index}/").into_bytes();
     k.extend_from_slice(&(value.len() as u32).to_be_bytes());
@@ -111,14 +139,25 @@ fn index_key(table: &str, ix: &IndexKey, id: &str) -> Vec<u8> {
 }
 
 impl StateMachine {
+    /// The state of the last snapshot on `disk` (openraft applies the entries after it).
     pub fn new(disk: &crate::Disk) -> Result<StateMachine, StorageError> {
         let db = &disk.db;
+        // Where tables were kept on disk before they moved to memory.
+        db.drop_tree("sm").map_err(sm_write_err)?;
+        let snaps = db.open_tree("snapshot").map_err(sm_read_err)?;
+        let mem = match read_snapshot(&snaps)? {
+            Some((meta, bytes)) => {
+                let data: SnapshotData = serde_json::from_slice(&bytes).map_err(snapshot_err)?;
+                Mem::from_snapshot(data, meta.last_log_id, meta.last_membership)
+            }
+            None => Mem::default(),
+        };
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 disk: disk.clone(),
-                sm: db.open_tree("sm").map_err(sm_read_err)?,
-                snaps: db.open_tree("snapshot").map_err(sm_read_err)?,
+                snaps,
                 gate: RwLock::new(()),
+                mem: RwLock::new(mem),
                 changes: broadcast::channel(WATCH_BUFFER).0,
                 resets: tokio::sync::watch::channel(0).0,
                 views: RwLock::new(Vec::new()),
@@ -126,37 +165,26 @@ impl StateMachine {
         })
     }
 
+    fn mem(&self) -> std::sync::RwLockReadGuard<'_, Mem> {
+        self.shared.mem.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// One object.
     pub fn get(&self, table: &str, id: &str) -> Result<Option<Stored>, StorageError> {
-        get_stored(&self.shared.sm, table, id)
+        Ok(self.mem().get(table, id).cloned())
     }
 
     /// Every object of a table, by id.
     pub fn list(&self, table: &str) -> Result<Vec<(String, Stored)>, StorageError> {
-        let prefix = table_prefix(table);
-        self.shared
-            .sm
-            .scan_prefix(&prefix)
-            .map(|kv| {
-                let (k, v) = kv.map_err(sm_read_err)?;
-                let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-                Ok((id, serde_json::from_slice(&v).map_err(sm_read_err)?))
-            })
-            .collect()
+        Ok(self.mem().tables.get(table).map_or_else(Vec::new, |t| {
+            t.iter().map(|(id, s)| (id.clone(), s.clone())).collect()
+        }))
     }
 
     /// Ids of the objects of `table` whose index `name` has `value`.
     pub fn find(&self, table: &str, name: &str, value: &str) -> Result<Vec<String>, StorageError> {
         let prefix = index_prefix(table, name, value);
-        self.shared
-            .sm
-            .scan_prefix(&prefix)
-            .keys()
-            .map(|k| {
-                let k = k.map_err(sm_read_err)?;
-                Ok(String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
-            })
-            .collect()
+        Ok(self.mem().scan(&prefix).collect())
     }
 
     /// The last applied log index (0 before any).
@@ -196,39 +224,29 @@ impl StateMachine {
     }
 
     fn applied(&self) -> Result<Option<LogId>, StorageError> {
-        match self.shared.sm.get(APPLIED).map_err(sm_read_err)? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map_err(sm_read_err),
-        }
+        Ok(self.mem().applied)
     }
 
     fn membership(&self) -> Result<StoredMembership, StorageError> {
-        match self.shared.sm.get(MEMBERSHIP).map_err(sm_read_err)? {
-            None => Ok(StoredMembership::default()),
-            Some(v) => serde_json::from_slice(&v).map_err(sm_read_err),
-        }
+        Ok(self.mem().membership.clone())
     }
 
-    /// Apply one entry: checks first, then everything in one sled batch.
+    /// Apply one entry: checks first (against the state as it is), then all of it at once.
     fn apply_entry(
         &self,
         entry: Entry<TypeConfig>,
     ) -> Result<(Vec<Response>, Option<Change>), StorageError> {
-        let mut batch = sled::Batch::default();
-        batch.insert(
-            APPLIED,
-            serde_json::to_vec(&Some(entry.log_id)).map_err(sm_write_err)?,
-        );
         let index = entry.log_id.index;
-        let (responses, change) = match entry.payload {
-            EntryPayload::Blank => (vec![Response::Internal], None),
+        let (responses, change, applied) = match entry.payload {
+            EntryPayload::Blank => (vec![Response::Internal], None, Overlay::default()),
             EntryPayload::Membership(m) => {
                 let stored = StoredMembership::new(Some(entry.log_id), m);
-                batch.insert(
-                    MEMBERSHIP,
-                    serde_json::to_vec(&stored).map_err(sm_write_err)?,
-                );
-                (vec![Response::Internal], None)
+                self.shared
+                    .mem
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .membership = stored;
+                (vec![Response::Internal], None, Overlay::default())
             }
             EntryPayload::Normal(proposal) => {
                 // Each request on its own: a rejected one leaves no trace; an applied one is
@@ -236,8 +254,9 @@ impl StateMachine {
                 let mut applied = Overlay::default();
                 let mut responses = Vec::with_capacity(proposal.requests.len());
                 let mut events = Vec::new();
+                let mem = self.mem();
                 for req in &proposal.requests {
-                    match self.plan(req, index, &applied)? {
+                    match self.plan(&mem, req, index, &applied)? {
                         Ok((mine, evs)) => {
                             applied.absorb(mine);
                             events.extend(evs);
@@ -246,17 +265,32 @@ impl StateMachine {
                         Err(why) => responses.push(Response::Rejected(why)),
                     }
                 }
-                for (k, v) in applied.writes {
-                    match v {
-                        Some(v) => batch.insert(k, v),
-                        None => batch.remove(k),
-                    }
-                }
+                drop(mem);
                 let change = (!events.is_empty()).then_some(Change { index, events });
-                (responses, change)
+                (responses, change, applied)
             }
         };
-        self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
+        let mut mem = self.shared.mem.write().unwrap_or_else(|e| e.into_inner());
+        for (k, add) in applied.index_writes {
+            if add {
+                mem.index.insert(k);
+            } else {
+                mem.index.remove(&k);
+            }
+        }
+        for ((table, id), object) in applied.objects {
+            match object {
+                Some(s) => {
+                    mem.tables.entry(table).or_default().insert(id, s);
+                }
+                None => {
+                    if let Some(t) = mem.tables.get_mut(&table) {
+                        t.remove(&id);
+                    }
+                }
+            }
+        }
+        mem.applied = Some(entry.log_id);
         Ok((responses, change))
     }
 
@@ -264,6 +298,7 @@ impl StateMachine {
     /// changed it, and its own earlier operations; what it would write, or why not.
     fn plan(
         &self,
+        mem: &Mem,
         req: &Request,
         index: u64,
         before: &Overlay,
@@ -275,7 +310,7 @@ impl StateMachine {
             let key = (table.clone(), id.clone());
             let current = match mine.objects.get(&key).or_else(|| before.objects.get(&key)) {
                 Some(s) => s.clone(),
-                None => get_stored(&self.shared.sm, &table, &id)?,
+                None => mem.get(&table, &id).cloned(),
             };
             let missing = || Rejection::NotFound {
                 table: table.clone(),
@@ -346,7 +381,7 @@ impl StateMachine {
                     mine.claims
                         .insert(index_prefix(&table, &ix.name, &ix.value), None);
                     if !kept(ix, new.as_ref()) {
-                        mine.writes.push((index_key(&table, ix, &id), None));
+                        mine.index_writes.push((index_key(&table, ix, &id), false));
                     }
                 }
             }
@@ -354,7 +389,7 @@ impl StateMachine {
                 for ix in &s.indexes {
                     if ix.unique {
                         let prefix = index_prefix(&table, &ix.name, &ix.value);
-                        let holder = self.unique_holder(&prefix, &table, &mine, before)?;
+                        let holder = unique_holder(mem, &prefix, &table, &mine, before);
                         if let Some(holder) = holder.filter(|h| *h != id) {
                             return Ok(Err(Rejection::Duplicate {
                                 table,
@@ -366,16 +401,9 @@ impl StateMachine {
                         mine.claims.insert(prefix, Some(id.clone()));
                     }
                     if !kept(ix, current.as_ref()) {
-                        mine.writes
-                            .push((index_key(&table, ix, &id), Some(Vec::new())));
+                        mine.index_writes.push((index_key(&table, ix, &id), true));
                     }
                 }
-                mine.writes.push((
-                    object_key(&table, &id),
-                    Some(serde_json::to_vec(s).map_err(sm_write_err)?),
-                ));
-            } else {
-                mine.writes.push((object_key(&table, &id), None));
             }
             let data = match (&new, &current) {
                 (Some(s), _) => s.data.clone(),
@@ -393,52 +421,23 @@ impl StateMachine {
         Ok(Ok((mine, events)))
     }
 
-    /// Who holds a unique index value: the latest claim of this request (`mine`) or of the
-    /// entry's earlier requests (`before`); else the stored holder, unless one of them
-    /// changed that object (it would have claimed or released the value itself).
-    fn unique_holder(
-        &self,
-        prefix: &[u8],
-        table: &str,
-        mine: &Overlay,
-        before: &Overlay,
-    ) -> Result<Option<String>, StorageError> {
-        if let Some(Some(h)) = mine
-            .claims
-            .get(prefix)
-            .or_else(|| before.claims.get(prefix))
-        {
-            return Ok(Some(h.clone()));
-        }
-        for k in self.shared.sm.scan_prefix(prefix).keys() {
-            let k = k.map_err(sm_read_err)?;
-            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            let key = (table.to_string(), id.clone());
-            if !mine.objects.contains_key(&key) && !before.objects.contains_key(&key) {
-                return Ok(Some(id));
-            }
-        }
-        Ok(None)
-    }
-
     fn snapshot_bytes(&self) -> Result<(Option<LogId>, StoredMembership, Vec<u8>), StorageError> {
-        let _read = self.shared.gate.read().expect("gate");
-        let mut objects = Vec::new();
-        for kv in self.shared.sm.scan_prefix(b"o/") {
-            let (k, v) = kv.map_err(sm_read_err)?;
-            let rest = &k[2..];
-            let slash = rest
-                .iter()
-                .position(|b| *b == b'/')
-                .ok_or_else(|| sm_read_err(std::io::Error::other("malformed object key")))?;
-            objects.push((
-                String::from_utf8_lossy(&rest[..slash]).into_owned(),
-                String::from_utf8_lossy(&rest[slash + 1..]).into_owned(),
-                serde_json::from_slice(&v).map_err(sm_read_err)?,
-            ));
-        }
+        // A copy under the lock (applies wait that long), encoded after.
+        let (objects, applied, membership) = {
+            let _read = self.shared.gate.read().expect("gate");
+            let mem = self.mem();
+            let mut objects = Vec::new();
+            let mut tables: Vec<_> = mem.tables.iter().collect();
+            tables.sort_by(|a, b| a.0.cmp(b.0));
+            for (table, t) in tables {
+                for (id, s) in t {
+                    objects.push((table.clone(), id.clone(), s.clone()));
+                }
+            }
+            (objects, mem.applied, mem.membership.clone())
+        };
         let bytes = serde_json::to_vec(&SnapshotData { objects }).map_err(snapshot_err)?;
-        Ok((self.applied()?, self.membership()?, bytes))
+        Ok((applied, membership, bytes))
     }
 
     async fn save_snapshot(
@@ -466,7 +465,8 @@ impl StateMachine {
 struct Overlay {
     objects: BTreeMap<(String, String), Option<Stored>>,
     claims: BTreeMap<Vec<u8>, Option<String>>,
-    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Index entries added (true) or removed, in order.
+    index_writes: Vec<(Vec<u8>, bool)>,
 }
 
 impl Overlay {
@@ -474,15 +474,48 @@ impl Overlay {
     fn absorb(&mut self, later: Overlay) {
         self.objects.extend(later.objects);
         self.claims.extend(later.claims);
-        self.writes.extend(later.writes);
+        self.index_writes.extend(later.index_writes);
     }
 }
 
-fn get_stored(tree: &sled::Tree, table: &str, id: &str) -> Result<Option<Stored>, StorageError> {
-    match tree.get(object_key(table, id)).map_err(sm_read_err)? {
-        None => Ok(None),
-        Some(v) => serde_json::from_slice(&v).map(Some).map_err(sm_read_err),
+/// Who holds a unique index value: the latest claim of this request (`mine`) or of the
+/// entry's earlier requests (`before`); else the stored holder, unless one of them changed
+/// that object (it would have claimed or released the value itself).
+fn unique_holder(
+    mem: &Mem,
+    prefix: &[u8],
+    table: &str,
+    mine: &Overlay,
+    before: &Overlay,
+) -> Option<String> {
+    if let Some(Some(h)) = mine
+        .claims
+        .get(prefix)
+        .or_else(|| before.claims.get(prefix))
+    {
+        return Some(h.clone());
     }
+    mem.scan(prefix).find(|id| {
+        let key = (table.to_string(), id.clone());
+        !mine.objects.contains_key(&key) && !before.objects.contains_key(&key)
+    })
+}
+
+/// The snapshot kept on disk: its meta and its bytes.
+type SavedSnapshot = (SnapshotMeta<NodeId, BasicNode>, Vec<u8>);
+
+fn read_snapshot(snaps: &sled::Tree) -> Result<Option<SavedSnapshot>, StorageError> {
+    let Some(meta) = snaps.get(SNAP_META).map_err(sm_read_err)? else {
+        return Ok(None);
+    };
+    let meta: SnapshotMeta<NodeId, BasicNode> =
+        serde_json::from_slice(&meta).map_err(sm_read_err)?;
+    let data = snaps
+        .get(SNAP_DATA)
+        .map_err(sm_read_err)?
+        .map(|d| d.to_vec())
+        .unwrap_or_default();
+    Ok(Some((meta, data)))
 }
 
 /// A table as of `index`, and the changes committed after it.
@@ -572,30 +605,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
         let data: SnapshotData = serde_json::from_slice(&bytes).map_err(snapshot_err)?;
+        let mem = Mem::from_snapshot(data, meta.last_log_id, meta.last_membership.clone());
         {
             let _write = self.shared.gate.write().expect("gate");
-            let mut batch = sled::Batch::default();
-            for k in self.shared.sm.iter().keys() {
-                batch.remove(k.map_err(sm_read_err)?);
-            }
-            for (table, id, stored) in &data.objects {
-                for ix in &stored.indexes {
-                    batch.insert(index_key(table, ix, id), &[][..]);
-                }
-                batch.insert(
-                    object_key(table, id),
-                    serde_json::to_vec(stored).map_err(sm_write_err)?,
-                );
-            }
-            batch.insert(
-                APPLIED,
-                serde_json::to_vec(&meta.last_log_id).map_err(sm_write_err)?,
-            );
-            batch.insert(
-                MEMBERSHIP,
-                serde_json::to_vec(&meta.last_membership).map_err(sm_write_err)?,
-            );
-            self.shared.sm.apply_batch(batch).map_err(sm_write_err)?;
+            *self.shared.mem.write().unwrap_or_else(|e| e.into_inner()) = mem;
             for v in self.shared.views.read().expect("views").iter() {
                 v.load(self)?;
             }
@@ -605,21 +618,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = self.shared.snaps.get(SNAP_META).map_err(sm_read_err)? else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta<NodeId, BasicNode> =
-            serde_json::from_slice(&meta).map_err(sm_read_err)?;
-        let data = self
-            .shared
-            .snaps
-            .get(SNAP_DATA)
-            .map_err(sm_read_err)?
-            .map(|d| d.to_vec())
-            .unwrap_or_default();
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        }))
+        Ok(
+            read_snapshot(&self.shared.snaps)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(data)),
+            }),
+        )
     }
 }

@@ -174,7 +174,15 @@ async fn reconcile(
     let mut to_start: Vec<&api::Task> = Vec::new();
 
     for t in tasks {
-        let current = t.status.clone().unwrap_or_default();
+        // The later of the managers' copy and what this agent reported: the managers do
+        // not send a task back for a change of status only (the agent made it).
+        let mut current = t.status.clone().unwrap_or_default();
+        if let Some(r) = reported.get(&t.id) {
+            if shoal_manager::service::rank(&r.state) > shoal_manager::service::rank(&current.state)
+            {
+                current = r.clone();
+            }
+        }
         let container = containers.get(&t.id);
         match t.desired_state.as_str() {
             // Placed, to start once the task it replaces has stopped.
