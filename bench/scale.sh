@@ -63,12 +63,15 @@ done
 JOIN_MS=$(($(now_ms) - t))
 log "$NODES hollow nodes ready after $JOIN_MS ms"
 
+term() { sh_ 2 info | awk '$1 == "Term:" { print $2 }'; }
+TERM_BEFORE=$(term)
 t=$(now_ms)
 sh_ 0 service create -d --name big --replicas "$TASKS" busybox sleep 1d >/dev/null
 until [[ $(sh_ 2 service ls | awk '$2 == "big" { print $4 }') == "$TASKS/$TASKS" ]]; do
     sleep 0.2
 done
 RUN_MS=$(($(now_ms) - t))
+TERM_AFTER=$(term)
 
 {
     echo
@@ -78,6 +81,7 @@ RUN_MS=$(($(now_ms) - t))
     echo
     echo "$NODES hollow nodes joined and ready:        $JOIN_MS ms"
     echo "$TASKS tasks created, placed, running:   $RUN_MS ms"
+    echo "Raft term before and after:            $TERM_BEFORE, $TERM_AFTER (a change: the leader was lost)"
     python3 -c "import sys; print(f'throughput: {int(sys.argv[1]) * 1000 / int(sys.argv[2]):,.0f} tasks/s (goal >= 10,000)')" "$TASKS" "$RUN_MS"
 } | tee "$T/summary.txt"
 if [[ -n ${RESULTS_DIR:-} ]]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A swarm of N hosts on this one machine, for demos and manual testing: each host is a
-# network namespace on a shared bridge with its own shoald (data root, exec root, socket,
-# cgroup parent). The first MANAGERS hosts are managers, the rest workers.
+# network namespace (and hostname) on a shared bridge with its own shoald (data root, exec
+# root, socket, cgroup parent). The first MANAGERS hosts are managers, the rest workers.
 #
 #   sudo deploy/lab.sh up [N] [MANAGERS]    (default 3 hosts, 1 manager)
 #   sudo deploy/lab.sh status
@@ -33,7 +33,9 @@ hosts() { ls -d "$ROOT"/h* 2>/dev/null | sed 's|.*/h||' | sort -n; }
 start_host() {
     local i=$1
     [[ -f $ROOT/h$i/pid ]] && kill -0 "$(cat "$ROOT/h$i/pid")" 2>/dev/null && return 0
-    nsenter --net="/run/netns/$(ns "$i")" -- "$BIN/shoald" --data-root "$ROOT/h$i/data" \
+    # A UTS namespace too: each host has a hostname of its own (lab-h1, …), as node ls shows.
+    nsenter --net="/run/netns/$(ns "$i")" -- unshare --uts -- sh -c \
+        'hostname "$0" && exec "$@"' "lab-h$i" "$BIN/shoald" --data-root "$ROOT/h$i/data" \
         --exec-root "$ROOT/h$i/x" --socket "$ROOT/h$i/s.sock" --cgroup-parent "shoal-lab-h$i" \
         >>"$ROOT/h$i/shoald.log" 2>&1 &
     echo $! >"$ROOT/h$i/pid"

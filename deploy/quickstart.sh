@@ -3,11 +3,27 @@
 # starts shoald, loads a busybox image and runs containers from it, makes the host a
 # one-node swarm and deploys a 3-replica service, then rolls it to a second image version.
 # Safe to re-run.
+#
+#   sudo deploy/quickstart.sh            this host, a one-node swarm
+#   sudo deploy/quickstart.sh --lab [N]  a swarm of N hosts (default 3: one manager, two
+#                                        workers), each a network namespace with its own
+#                                        shoald (deploy/lab.sh), the service spread over them
+#
 # Needs root. Environment: SHOAL_DATA_ROOT (default /var/lib/shoal), SHOAL_EXEC_ROOT
 # (default /run/shoal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+
+lab=0
+case ${1:-} in
+"") ;;
+--lab)
+  lab=${2:-3}
+  [[ $lab =~ ^[0-9]+$ ]] && ((lab >= 1 && lab <= 50)) || { echo "--lab takes a number of hosts, 1-50" >&2; exit 2; }
+  ;;
+*) echo "usage: $0 [--lab [N]]" >&2; exit 2 ;;
+esac
 
 if [ "$(id -u)" != 0 ]; then
   echo "shoald creates namespaces, mounts and cgroups: run as root (sudo $0)" >&2
@@ -19,6 +35,44 @@ echo "==> building shoal (release)"
 cargo build --release --workspace --bins --locked
 bin="$repo/target/release"
 export PATH="$bin:$PATH"
+
+if ((lab > 0)); then
+  if [[ -d /tmp/shoal-lab ]]; then
+    echo "==> a lab is already up (deploy/lab.sh down to start afresh)"
+  else
+    echo "==> a swarm of $lab hosts, each a network namespace with its own shoald"
+    deploy/lab.sh up "$lab" 1
+  fi
+  hosts=$(ls -d /tmp/shoal-lab/h* | sed 's|.*/h||' | sort -n)
+  echo "==> loading the busybox image on every host (swarm-wide images come next)"
+  image=$(mktemp /tmp/shoal-busybox.XXXXXX.tar)
+  "$bin/shoal-testkit" busybox-image -o "$image"
+  for i in $hosts; do
+    deploy/lab.sh shoal "$i" image load -i "$image" >/dev/null
+    deploy/lab.sh shoal "$i" tag busybox busybox:v2
+  done
+  rm -f "$image"
+  echo "==> a service with 3 replicas, then rolled to a second image version"
+  deploy/lab.sh shoal 1 service rm hello >/dev/null 2>&1 && sleep 1 || true
+  deploy/lab.sh shoal 1 service create --name hello --replicas 3 --stop-grace-period 1s \
+    --update-parallelism 1 --update-monitor 1s busybox \
+    sh -c 'while true; do echo "hello from task $(hostname)"; sleep 5; done'
+  deploy/lab.sh shoal 1 service update --image busybox:v2 hello
+  deploy/lab.sh shoal 1 service ps hello
+  cat <<EOT
+
+A swarm of $lab hosts is running the service "hello". Try:
+  sudo deploy/lab.sh shoal 1 node ls                  # the hosts (1 is the manager)
+  sudo deploy/lab.sh shoal 1 service logs -f hello    # every task's output, with task and node
+  sudo deploy/lab.sh kill 2                           # a worker dies: its task moves within ~15 s
+  sudo deploy/lab.sh shoal 1 service ps hello         # ... and here is where it went
+  sudo deploy/lab.sh start 2                          # it comes back
+  sudo deploy/lab.sh shoal 1 service scale hello=6
+  sudo deploy/lab.sh shoal 1 service rollback hello   # back to the previous image
+  sudo deploy/lab.sh down                             # everything goes
+EOT
+  exit 0
+fi
 
 data_root=${SHOAL_DATA_ROOT:-/var/lib/shoal}
 exec_root=${SHOAL_EXEC_ROOT:-/run/shoal}

@@ -560,9 +560,26 @@ impl NodeCa for NodeCaService {
         } else {
             return Err(Status::unavailable("no leader to report to"));
         }
-        let role = state
+        let node = state
             .get_obj::<Node>(&node_id)
-            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // A node heard from for the first time (it just joined) or again (it was down) is
+        // ready now, not at the liveness monitor's next round: a service created right after
+        // a join spreads over the new node.
+        if let Some(n) = node.as_ref().filter(|n| n.object.state != NodeState::Ready) {
+            let mut ready = n.object.clone();
+            ready.state = NodeState::Ready;
+            ready.message.clear();
+            if let Ok(op) = update(&ready, n.version) {
+                match self.replica.write(vec![op]).await {
+                    Ok(_) => tracing::info!(node_id = %node_id, "node ready"),
+                    Err(e) => {
+                        tracing::debug!(node_id = %node_id, error = %e, "marking a node ready (the monitor will)")
+                    }
+                }
+            }
+        }
+        let role = node
             .map(|n| n.object.role.as_str().to_string())
             .unwrap_or_default();
         let cluster = state

@@ -86,13 +86,21 @@ impl Manager {
     }
 
     /// A new cpuset cgroup starts with empty cpus/mems; copy them down from the parent at every
-    /// level we created, or adding a task fails with ENOSPC.
-    fn init_cpuset(&self, created: &[PathBuf]) -> Result<()> {
+    /// level that has none, top down, or adding a task fails with ENOSPC. Every level, not only
+    /// those this runtime created: another one starting at the same moment may have created a
+    /// shared parent and not filled it in yet.
+    fn init_cpuset(&self) -> Result<()> {
         let Ok(dir) = self.dir("cpuset") else {
             return Ok(());
         };
-        for d in created.iter().filter(|d| dir.starts_with(d)) {
-            let Some(parent) = d.parent() else { continue };
+        // The levels of the hierarchy, from the mount's root (which has its cpus) down.
+        let mut levels: Vec<&Path> = dir
+            .ancestors()
+            .take_while(|d| d.join("cpuset.cpus").exists())
+            .collect();
+        levels.reverse();
+        for pair in levels.windows(2) {
+            let (parent, d) = (pair[0], pair[1]);
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 if read_file(&d.join(file))?.trim().is_empty() {
                     write_file(&d.join(file), read_file(&parent.join(file))?.trim())?;
@@ -294,7 +302,7 @@ impl CgroupManager for Manager {
         for dir in self.unique_dirs() {
             mkdir_recording(dir, &mut created)?;
         }
-        self.init_cpuset(&created)?;
+        self.init_cpuset()?;
         self.config.created = created;
         Ok(())
     }
