@@ -172,6 +172,8 @@ async fn reconcile(
         .collect();
     let assigned: HashSet<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
     let mut to_start: Vec<&api::Task> = Vec::new();
+    let mut to_stop: Vec<(&api::Task, api::TaskStatus, Option<&api::ContainerSummary>)> =
+        Vec::new();
 
     for t in tasks {
         // The later of the managers' copy and what this agent reported: the managers do
@@ -256,36 +258,42 @@ async fn reconcile(
                     say(t, st, reported);
                 }
             },
-            desired => {
-                if let Some(c) = container {
-                    let running = c
-                        .state
-                        .as_ref()
-                        .is_some_and(|s| s.status() == ContainerStatus::Running);
-                    if running {
-                        let grace = t.spec.as_ref().map_or(10, |s| {
-                            if s.stop_grace_period_ms == 0 {
-                                10
-                            } else {
-                                (s.stop_grace_period_ms / 1000).max(1) as i32
-                            }
-                        });
-                        if let Err(e) = engine.stop(&c.id, Some(grace)).await {
-                            tracing::debug!(task = %t.id, error = %e, "stopping a task's container");
-                        }
-                    }
-                    if desired == "remove" {
-                        let _ = engine.remove(&c.id, true, false).await;
-                    }
+            // Stopped together below.
+            _ => to_stop.push((t, current, container)),
+        }
+    }
+    // Tasks to shut down stop at once, not one after the other (a rolling update's batch
+    // stops several on a node).
+    futures::future::join_all(to_stop.iter().map(|(t, _, container)| async move {
+        let Some(c) = container else { return };
+        let running = c
+            .state
+            .as_ref()
+            .is_some_and(|s| s.status() == ContainerStatus::Running);
+        if running {
+            let grace = t.spec.as_ref().map_or(10, |s| {
+                if s.stop_grace_period_ms == 0 {
+                    10
+                } else {
+                    (s.stop_grace_period_ms / 1000).max(1) as i32
                 }
-                if !shoal_manager::service::is_terminal(&current.state) {
-                    let mut st = status("shutdown", "shut down");
-                    if let Some(c) = container {
-                        st.container_id = c.id.clone();
-                    }
-                    say(t, st, reported);
-                }
+            });
+            if let Err(e) = engine.stop(&c.id, Some(grace)).await {
+                tracing::debug!(task = %t.id, error = %e, "stopping a task's container");
             }
+        }
+        if t.desired_state == "remove" {
+            let _ = engine.remove(&c.id, true, false).await;
+        }
+    }))
+    .await;
+    for (t, current, container) in to_stop {
+        if !shoal_manager::service::is_terminal(&current.state) {
+            let mut st = status("shutdown", "shut down");
+            if let Some(c) = container {
+                st.container_id = c.id.clone();
+            }
+            say(t, st, reported);
         }
     }
     // New tasks start at once, not one after the other (a scale up puts many on a node).
