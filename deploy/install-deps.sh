@@ -11,6 +11,8 @@ packages=(
   util-linux       # nsenter and unshare, for the tests' stand-in hosts
   procps           # ps, used by `shoal-runc ps`
   docker.io        # the interoperability test: docker load/save against shoal's archives
+  docker-registry  # registry tests: a real OCI distribution registry (2.8) on loopback
+  skopeo           # registry tests: copies images into the registry and reads shoal's back
   gcc libc6-dev    # zstd-sys compiles a little C
   libseccomp-dev pkg-config  # shoal-runtime links libseccomp for seccomp filters
   ca-certificates

@@ -61,6 +61,10 @@ pub enum Error {
     #[error("image store {0} is in use by another process; run one daemon per data root")]
     Locked(String),
 
+    /// A registry could not be reached, refused, or answered nonsense.
+    #[error("registry {0}")]
+    Registry(String),
+
     /// A file system operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -85,15 +85,21 @@ impl ImageStore {
     fn load_shared(&self, archive: impl Read) -> Result<Vec<LoadedImage>> {
         let work = TmpDir::new(&self.tmp, "load")?;
         let staging = Staging::read(archive, work.path())?;
-        let imports = merge_duplicates(archive::images(&staging)?);
+        self.import_staged(&staging, work.path())
+    }
+
+    /// Registers the images of a staged archive or OCI layout (`work` is the scratch
+    /// directory the staging lives in).
+    pub(crate) fn import_staged(&self, staging: &Staging, work: &Path) -> Result<Vec<LoadedImage>> {
+        let imports = merge_duplicates(archive::images(staging)?);
         let plans = imports
             .into_iter()
-            .map(|import| plan(&staging, import))
+            .map(|import| plan(staging, import))
             .collect::<Result<Vec<Plan>>>()?;
 
         let jobs = layer_jobs(&plans);
         let known = self.index().layers.clone();
-        let layers = self.ensure_layers(&staging, work.path(), &jobs, &known)?;
+        let layers = self.ensure_layers(staging, work, &jobs, &known)?;
         // Layers and blobs reach the disk before the index that references them.
         fsutil::sync_filesystem(&self.layers)?;
 

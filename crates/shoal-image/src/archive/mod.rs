@@ -125,6 +125,55 @@ impl Staging {
         Ok(staging)
     }
 
+    /// An empty staging, for content that does not come from an archive (a registry pull):
+    /// files are added with [`Staging::add`].
+    pub(crate) fn new() -> Staging {
+        Staging {
+            nodes: HashMap::new(),
+            blobs: HashMap::new(),
+        }
+    }
+
+    /// Stages what `content` yields at `path` (written to `file`, hashed on the way); its
+    /// digest.
+    pub(crate) fn add(
+        &mut self,
+        path: &str,
+        content: &mut impl Read,
+        file: &Path,
+    ) -> Result<String> {
+        let mut buf = vec![0; COPY_BUFFER];
+        let (digest, blob) = stage_file(content, file, &mut buf)?;
+        if self.blobs.contains_key(&digest) {
+            let _ = std::fs::remove_file(file);
+        } else {
+            self.blobs.insert(digest.clone(), blob);
+        }
+        self.nodes
+            .insert(path.to_owned(), Node::File(digest.clone()));
+        Ok(digest)
+    }
+
+    /// Stages `file`, already written and hashed to `digest` by the caller, at `path`.
+    pub(crate) fn add_file(&mut self, path: &str, digest: &str, file: PathBuf) -> Result<()> {
+        let context = || format!("staging {}", file.display());
+        let mut f = File::open(&file).map_err(Error::with_io(context()))?;
+        let size = f.metadata().map_err(Error::with_io(context()))?.len();
+        let mut magic = Vec::with_capacity(MAGIC_LEN);
+        (&mut f)
+            .take(MAGIC_LEN as u64)
+            .read_to_end(&mut magic)
+            .map_err(Error::with_io(context()))?;
+        self.blobs.entry(digest.to_owned()).or_insert(StagedBlob {
+            path: file,
+            size,
+            magic,
+        });
+        self.nodes
+            .insert(path.to_owned(), Node::File(digest.to_owned()));
+        Ok(())
+    }
+
     pub(crate) fn contains(&self, path: &str) -> bool {
         self.resolve(path).is_some()
     }

@@ -1,0 +1,564 @@
+//! A client of the OCI distribution API (v2), and `ImageStore::pull` on top of it.
+//!
+//! A registry is reached over HTTPS with the system's roots plus the CA certificates of its
+//! own directory (`<certs dir>/<host[:port]>/*.crt`, as docker's `/etc/docker/certs.d`);
+//! plain HTTP only for registries named insecure, and for loopback ones (docker's rule).
+//! Authentication follows the registry's challenge: a bearer token from its token service
+//! (with the user's credentials if it has them) or basic credentials. Every blob and
+//! manifest is checked against its digest before anything is registered; nothing is
+//! registered when a pull fails.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::archive::{blob_path, Staging};
+use crate::digest::sha256_digest;
+use crate::error::{Error, Result};
+use crate::fsutil::TmpDir;
+use crate::load::LoadedImage;
+use crate::manifest::{
+    select_platform, Descriptor, ManifestKind, ANNOTATION_IMAGE_NAME, DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST,
+};
+use crate::reference::{self, Reference};
+use crate::store::ImageStore;
+
+/// Manifests larger than this are refused (the spec's advice is 4 MiB).
+const MAX_MANIFEST: u64 = 4 << 20;
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// How registries are reached.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Registries (`host[:port]`) that may be reached over plain HTTP.
+    pub insecure: Vec<String>,
+    /// Directory of per-registry CA certificates: `<dir>/<host[:port]>/*.crt`.
+    pub certs_dir: Option<PathBuf>,
+    /// Credentials by registry (`host[:port]`): user name and password (or token).
+    pub credentials: HashMap<String, (String, String)>,
+}
+
+/// The host to talk to for a reference's domain (docker.io's API lives elsewhere).
+fn api_host(domain: &str) -> &str {
+    if domain == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        domain
+    }
+}
+
+/// Whether `host[:port]` is on loopback: docker reaches those over plain HTTP unasked.
+fn is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn registry_error(host: &str, what: impl std::fmt::Display) -> Error {
+    Error::Registry(format!("{host}: {what}"))
+}
+
+/// One registry, with the tokens it handed out.
+pub struct Registry {
+    agent: ureq::Agent,
+    host: String,
+    base: String,
+    credentials: Option<(String, String)>,
+    /// Bearer tokens by scope; "basic" when the registry asked for basic credentials.
+    tokens: Mutex<HashMap<String, String>>,
+}
+
+impl Registry {
+    /// A client for the registry `domain` names (`docker.io`, `localhost:5000`, …).
+    ///
+    /// # Errors
+    ///
+    /// A CA certificate of the registry's directory that cannot be read.
+    pub fn new(domain: &str, opts: &RegistryOptions) -> Result<Registry> {
+        let host = api_host(domain).to_owned();
+        let insecure = opts.insecure.iter().any(|h| h == domain || h == &host);
+        let plain = insecure || is_loopback(&host);
+        let tls = tls_config(&host, opts.certs_dir.as_deref())?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_config(Arc::new(tls))
+            .timeout_connect(Duration::from_secs(10))
+            .timeout_read(Duration::from_secs(60))
+            .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let base = if plain {
+            format!("http://{host}")
+        } else {
+            format!("https://{host}")
+        };
+        Ok(Registry {
+            agent,
+            credentials: opts
+                .credentials
+                .get(domain)
+                .or_else(|| opts.credentials.get(&host))
+                .cloned(),
+            host,
+            base,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// GET `path` (under `/v2/`) for `repo` (pull scope), answering the registry's
+    /// authentication challenge once.
+    fn get(&self, repo: &str, path: &str, accept: Option<&str>) -> Result<ureq::Response> {
+        let scope = format!("repository:{repo}:pull");
+        let url = format!("{}/v2/{path}", self.base);
+        let mut challenged = false;
+        loop {
+            let mut req = self.agent.get(&url);
+            if let Some(a) = accept {
+                req = req.set("Accept", a);
+            }
+            if let Some(auth) = self.authorization(&scope) {
+                req = req.set("Authorization", &auth);
+            }
+            match req.call() {
+                Ok(r) => return Ok(r),
+                Err(ureq::Error::Status(401, r)) if !challenged => {
+                    challenged = true;
+                    let challenge = r.header("WWW-Authenticate").unwrap_or_default().to_owned();
+                    self.answer(&challenge, &scope)?;
+                }
+                Err(ureq::Error::Status(401, _)) => {
+                    return Err(registry_error(
+                        &self.host,
+                        format!(
+                            "authentication required for {repo}: log in with `shoal login {}`",
+                            self.host
+                        ),
+                    ))
+                }
+                Err(ureq::Error::Status(404, _)) => {
+                    return Err(Error::NotFound(format!("{}/{repo}: {path}", self.host)))
+                }
+                Err(ureq::Error::Status(code, r)) => {
+                    let body = r.into_string().unwrap_or_default();
+                    return Err(registry_error(
+                        &self.host,
+                        format!("GET {path}: HTTP {code}: {}", body.trim()),
+                    ));
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(registry_error(&self.host, transport(&t, &self.base)))
+                }
+            }
+        }
+    }
+
+    fn authorization(&self, scope: &str) -> Option<String> {
+        let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = tokens.get(scope) {
+            return Some(format!("Bearer {t}"));
+        }
+        if tokens.contains_key("basic") {
+            let (u, p) = self.credentials.as_ref()?;
+            return Some(basic(u, p));
+        }
+        None
+    }
+
+    /// Answer a `WWW-Authenticate` challenge: get a token, or use basic credentials.
+    fn answer(&self, challenge: &str, scope: &str) -> Result<()> {
+        let (kind, params) = parse_challenge(challenge);
+        match kind.to_ascii_lowercase().as_str() {
+            "bearer" => {
+                let realm = params.get("realm").ok_or_else(|| {
+                    registry_error(&self.host, "bearer challenge without a realm")
+                })?;
+                let mut req = self.agent.get(realm).query("scope", scope);
+                if let Some(service) = params.get("service") {
+                    req = req.query("service", service);
+                }
+                if let Some((u, p)) = &self.credentials {
+                    req = req.set("Authorization", &basic(u, p));
+                }
+                let reply: TokenReply = req
+                    .call()
+                    .map_err(|e| match e {
+                        ureq::Error::Status(401 | 403, _) => registry_error(
+                            &self.host,
+                            "the token service refused the credentials: log in again with `shoal login`",
+                        ),
+                        other => registry_error(&self.host, format!("token service: {other}")),
+                    })?
+                    .into_json()
+                    .map_err(|e| registry_error(&self.host, format!("token service reply: {e}")))?;
+                let token = reply
+                    .token
+                    .or(reply.access_token)
+                    .ok_or_else(|| registry_error(&self.host, "token service gave no token"))?;
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(scope.to_owned(), token);
+                Ok(())
+            }
+            "basic" if self.credentials.is_some() => {
+                self.tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert("basic".into(), String::new());
+                Ok(())
+            }
+            _ => Err(registry_error(
+                &self.host,
+                format!(
+                    "authentication required: log in with `shoal login {}`",
+                    self.host
+                ),
+            )),
+        }
+    }
+
+    /// A manifest (or index) by tag or digest: its bytes, media type and digest.
+    ///
+    /// # Errors
+    ///
+    /// Not found, refused, too large, or (by digest) content that does not match it.
+    pub fn manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String, String)> {
+        let r = self.get(repo, &format!("{repo}/manifests/{reference}"), Some(ACCEPT))?;
+        let media_type = r
+            .header("Content-Type")
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let mut bytes = Vec::new();
+        r.into_reader()
+            .take(MAX_MANIFEST + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| registry_error(&self.host, format!("reading manifest: {e}")))?;
+        if bytes.len() as u64 > MAX_MANIFEST {
+            return Err(registry_error(
+                &self.host,
+                format!("manifest {repo}:{reference} is larger than 4 MiB"),
+            ));
+        }
+        let digest = sha256_digest(&bytes);
+        if reference.starts_with("sha256:") && digest != reference {
+            return Err(Error::DigestMismatch {
+                what: format!("manifest {}/{repo}", self.host),
+                expected: reference.to_owned(),
+                actual: digest,
+            });
+        }
+        Ok((bytes, media_type, digest))
+    }
+
+    /// A blob's content, as a stream (the caller checks its digest).
+    ///
+    /// # Errors
+    ///
+    /// Not found or refused.
+    pub fn blob(&self, repo: &str, digest: &str) -> Result<impl Read + Send + 'static> {
+        Ok(self
+            .get(repo, &format!("{repo}/blobs/{digest}"), None)?
+            .into_reader())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TokenReply {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// `Bearer realm="…",service="…",scope="…"` → ("Bearer", {realm, service, scope}).
+fn parse_challenge(h: &str) -> (String, HashMap<String, String>) {
+    let h = h.trim();
+    let (kind, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (&after[..end], &after[end..]),
+                None => (after, ""),
+            }
+        };
+        params.insert(key, value.to_owned());
+        rest = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    (kind.to_owned(), params)
+}
+
+/// A transport failure, in words a user can act on.
+fn transport(t: &ureq::Transport, base: &str) -> String {
+    let msg = t.to_string();
+    if base.starts_with("https://")
+        && (msg.contains("InvalidContentType") || msg.contains("CorruptMessage"))
+    {
+        return format!(
+            "{msg}: the registry may speak plain HTTP; if so, start shoald with --insecure-registry for it"
+        );
+    }
+    msg
+}
+
+/// rustls with the system's roots and the registry's own CA directory.
+fn tls_config(host: &str, certs_dir: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(dir) = certs_dir.map(|d| d.join(host)) {
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                if path.extension().is_some_and(|x| x == "crt") {
+                    use rustls::pki_types::pem::PemObject as _;
+                    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                        .map_err(|e| registry_error(host, format!("{}: {e}", path.display())))?;
+                    for c in certs {
+                        let c = c.map_err(|e| {
+                            registry_error(host, format!("{}: {e}", path.display()))
+                        })?;
+                        roots.add(c).map_err(|e| {
+                            registry_error(host, format!("{}: {e}", path.display()))
+                        })?;
+                    }
+                }
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| registry_error(host, e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl ImageStore {
+    /// Pulls `reference` (`[host[:port]/]repo[:tag|@digest]`) from its registry: the
+    /// manifest (an index resolved to this host's platform, else linux/amd64), the config and
+    /// the layers, each checked against its digest, then registered as a load registers an
+    /// archive's images; the tag moves to the pulled image.
+    ///
+    /// # Errors
+    ///
+    /// An invalid reference, an unreachable or refusing registry, a missing image, content
+    /// that does not match its digest. Nothing is registered then.
+    pub fn pull(&self, reference: &str, opts: &RegistryOptions) -> Result<LoadedImage> {
+        let r = reference::parse(reference)?;
+        let registry = Registry::new(&r.domain, opts)?;
+        let _shared = self.gc_shared();
+        let work = TmpDir::new(&self.tmp, "pull")?;
+        let staging = self.stage_pull(&registry, &r, work.path())?;
+        let mut loaded = self.import_staged(&staging, work.path())?;
+        loaded
+            .pop()
+            .ok_or_else(|| Error::Registry(format!("{reference}: the registry sent no image")))
+    }
+
+    fn stage_pull(&self, registry: &Registry, r: &Reference, work: &Path) -> Result<Staging> {
+        let repo = r.path.as_str();
+        let wanted = r
+            .digest
+            .clone()
+            .or_else(|| r.tag.clone())
+            .unwrap_or_else(|| "latest".into());
+        let mut staging = Staging::new();
+        let mut files = 0usize;
+        let mut stage_bytes = |staging: &mut Staging, digest: &str, bytes: &[u8]| -> Result<()> {
+            files += 1;
+            let file = work.join(format!("m{files}"));
+            staging.add(&blob_path(digest)?, &mut &bytes[..], &file)?;
+            Ok(())
+        };
+        let (top, top_type, top_digest) = registry.manifest(repo, &wanted)?;
+        stage_bytes(&mut staging, &top_digest, &top)?;
+        let mut manifest_bytes = top.clone();
+        let mut manifest_type = top_type.clone();
+        if let ManifestKind::Index(index) = ManifestKind::parse(&top, media(&top_type))
+            .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))?
+        {
+            let chosen = select_platform(&index.manifests).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{}/{repo}:{wanted} has no image for linux/{} or linux/amd64",
+                    registry.host,
+                    crate::manifest::host_architecture()
+                ))
+            })?;
+            let (bytes, mt, digest) = registry.manifest(repo, &chosen.digest)?;
+            stage_bytes(&mut staging, &digest, &bytes)?;
+            manifest_bytes = bytes;
+            manifest_type = chosen.media_type.clone().unwrap_or(mt);
+        }
+        let ManifestKind::Manifest(manifest) =
+            ManifestKind::parse(&manifest_bytes, media(&manifest_type))
+                .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))?
+        else {
+            return Err(registry_error(
+                &registry.host,
+                format!("{repo}: an index inside an index"),
+            ));
+        };
+        // The config and the layers, a few at once.
+        let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let staged: Mutex<Vec<Result<(usize, String, PathBuf)>>> = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..blobs.len().min(3) {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(d) = blobs.get(i) else { break };
+                    let file = work.join(format!("b{i}"));
+                    let result =
+                        fetch_blob(registry, repo, d, &file).map(|()| (i, d.digest.clone(), file));
+                    let failed = result.is_err();
+                    staged
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(result);
+                    if failed {
+                        break;
+                    }
+                });
+            }
+        });
+        for result in staged.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            let (_, digest, file) = result?;
+            staging.add_file(&blob_path(&digest)?, &digest, file)?;
+        }
+        // An OCI layout's index naming the image (a tag; a digest reference names none).
+        let mut annotations = std::collections::BTreeMap::new();
+        if r.digest.is_none() {
+            annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), r.canonical());
+        }
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": if top_type.is_empty() { OCI_MANIFEST.to_owned() } else { top_type },
+                "digest": top_digest,
+                "size": top.len(),
+                "annotations": annotations,
+            }],
+        });
+        let bytes = serde_json::to_vec(&index).map_err(|e| Error::Registry(e.to_string()))?;
+        staging.add("index.json", &mut &bytes[..], &work.join("index.json"))?;
+        staging.add(
+            "oci-layout",
+            &mut &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
+            &work.join("oci-layout"),
+        )?;
+        Ok(staging)
+    }
+}
+
+/// The media type, when it is one of the manifest types (registries may send others).
+fn media(t: &str) -> Option<&str> {
+    [
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_MANIFEST_LIST,
+    ]
+    .into_iter()
+    .find(|m| *m == t)
+}
+
+/// Download one blob into `file`, checking its size and digest.
+fn fetch_blob(registry: &Registry, repo: &str, d: &Descriptor, file: &Path) -> Result<()> {
+    let mut content = registry
+        .blob(repo, &d.digest)?
+        .take(d.size.saturating_add(1));
+    let out = File::options()
+        .write(true)
+        .create_new(true)
+        .open(file)
+        .map_err(Error::with_io(format!("writing {}", file.display())))?;
+    let mut out = crate::digest::HashingWriter::new(out);
+    std::io::copy(&mut content, &mut out)
+        .map_err(|e| registry_error(&registry.host, format!("downloading {}: {e}", d.digest)))?;
+    let (digest, size, _) = out.finish();
+    if size != d.size {
+        return Err(registry_error(
+            &registry.host,
+            format!(
+                "blob {} is {size} bytes, the manifest says {}",
+                d.digest, d.size
+            ),
+        ));
+    }
+    if digest != d.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("blob of {}/{repo}", registry.host),
+            expected: d.digest.clone(),
+            actual: digest,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse_like_docker_hubs() {
+        let (kind, p) = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/busybox:pull""#,
+        );
+        assert_eq!(kind, "Bearer");
+        assert_eq!(p["realm"], "https://auth.docker.io/token");
+        assert_eq!(p["service"], "registry.docker.io");
+        assert_eq!(p["scope"], "repository:library/busybox:pull");
+        let (kind, p) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!(
+            (kind.as_str(), p["realm"].as_str()),
+            ("Basic", "Registry Realm")
+        );
+    }
+
+    #[test]
+    fn loopback_registries_are_plain_http() {
+        assert!(is_loopback("localhost:5000"));
+        assert!(is_loopback("127.0.0.1:5000"));
+        assert!(is_loopback("[::1]:5000"));
+        assert!(!is_loopback("registry.example:5000"));
+        assert!(!is_loopback("10.0.0.1"));
+    }
+}
