@@ -2,6 +2,7 @@
 //! docker-style tables, or JSON with `--format json`.
 
 mod attach;
+mod auth;
 mod client;
 mod commands;
 mod format;
@@ -102,6 +103,12 @@ enum Command {
     Images(commands::ListArgs),
     /// Load images from a tar archive or stdin.
     Load(image::LoadArgs),
+    /// Pull an image from a registry.
+    Pull(image::PullArgs),
+    /// Log in to a registry (the credentials are kept for this user, 0600).
+    Login(image::LoginArgs),
+    /// Log out from a registry.
+    Logout(image::LogoutArgs),
     /// Save images to a tar archive (stdout by default).
     Save(image::SaveArgs),
     /// Remove images.
@@ -172,6 +179,9 @@ async fn run(cli: Cli) -> i32 {
         Command::Image(c) => image::dispatch(&cli.host, c).await,
         Command::Images(a) => image::ls(&cli.host, a).await,
         Command::Load(a) => image::load(&cli.host, a).await,
+        Command::Pull(a) => image::pull(&cli.host, a).await,
+        Command::Login(a) => image::login(&cli.host, a).await,
+        Command::Logout(a) => image::logout(a).await,
         Command::Save(a) => image::save(&cli.host, a).await,
         Command::Rmi(a) => image::rm(&cli.host, a).await,
         Command::Tag(a) => image::tag(&cli.host, a).await,

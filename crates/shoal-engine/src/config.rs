@@ -18,6 +18,9 @@ pub struct EngineConfig {
     pub bridge_name: String,
     /// The nftables table (family ip) this daemon owns.
     pub nft_table: String,
+    /// How registries are reached (insecure ones, CA directories); credentials come with
+    /// each pull.
+    pub registries: shoal_image::RegistryOptions,
 }
 
 impl EngineConfig {

@@ -36,6 +36,42 @@ impl Engine {
         self.blocking(move |s| s.layer_dirs(&image)).await
     }
 
+    /// Pull `reference` from its registry, with `credentials` (user, password) if given;
+    /// `progress` hears how each blob's download goes.
+    pub async fn pull_image(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+        progress: impl Fn(shoal_image::PullProgress) + Send + Sync + 'static,
+    ) -> Result<LoadedImage> {
+        let mut opts = self.inner.cfg.registries.clone();
+        let r = reference.to_string();
+        if let Some(c) = credentials {
+            let domain = shoal_image::reference::parse(&r)
+                .map_err(image_error)?
+                .domain;
+            opts.credentials.insert(domain, c);
+        }
+        self.blocking(move |s| s.pull_with_progress(&r, &opts, &progress))
+            .await
+    }
+
+    /// Check `username`/`password` against the registry `server` (`host[:port]`).
+    pub async fn registry_login(&self, server: &str, username: &str, password: &str) -> Result<()> {
+        let mut opts = self.inner.cfg.registries.clone();
+        opts.credentials.insert(
+            server.to_string(),
+            (username.to_string(), password.to_string()),
+        );
+        let server = server.to_string();
+        tokio::task::spawn_blocking(move || {
+            shoal_image::Registry::new(&server, &opts).and_then(|r| r.login())
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("login task failed: {e}")))?
+        .map_err(image_error)
+    }
+
     /// Load an archive read from `reader` (runs on the blocking pool).
     pub async fn load_images(
         &self,

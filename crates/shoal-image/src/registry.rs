@@ -31,6 +31,18 @@ use crate::store::ImageStore;
 const MAX_MANIFEST: u64 = 4 << 20;
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
 
+/// What a pull reports as it goes: a blob's bytes so far of its size (`done == total` once
+/// it is complete and checked).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    pub digest: String,
+    pub done: u64,
+    pub total: u64,
+}
+
+/// Receives a pull's progress (from several download threads at once).
+pub type OnProgress<'a> = &'a (dyn Fn(PullProgress) + Sync);
+
 /// How registries are reached.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -180,7 +192,10 @@ impl Registry {
                 let realm = params.get("realm").ok_or_else(|| {
                     registry_error(&self.host, "bearer challenge without a realm")
                 })?;
-                let mut req = self.agent.get(realm).query("scope", scope);
+                let mut req = self.agent.get(realm);
+                if !scope.is_empty() {
+                    req = req.query("scope", scope);
+                }
                 if let Some(service) = params.get("service") {
                     req = req.query("service", service);
                 }
@@ -222,6 +237,45 @@ impl Registry {
                     self.host
                 ),
             )),
+        }
+    }
+
+    /// Check the credentials against the registry (docker's `login`): its API root, with
+    /// its challenge answered.
+    ///
+    /// # Errors
+    ///
+    /// Refused credentials (`unauthorized: …`), an unreachable registry.
+    pub fn login(&self) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let mut challenged = false;
+        loop {
+            let mut req = self.agent.get(&url);
+            if let Some(auth) = self.authorization("") {
+                req = req.set("Authorization", &auth);
+            }
+            match req.call() {
+                Ok(_) => return Ok(()),
+                Err(ureq::Error::Status(401, r)) if !challenged && self.credentials.is_some() => {
+                    challenged = true;
+                    let challenge = r.header("WWW-Authenticate").unwrap_or_default().to_owned();
+                    self.answer(&challenge, "").map_err(|_| {
+                        registry_error(&self.host, "unauthorized: incorrect username or password")
+                    })?;
+                }
+                Err(ureq::Error::Status(401, _)) => {
+                    return Err(registry_error(
+                        &self.host,
+                        "unauthorized: incorrect username or password",
+                    ))
+                }
+                Err(ureq::Error::Status(code, _)) => {
+                    return Err(registry_error(&self.host, format!("GET /v2/: HTTP {code}")))
+                }
+                Err(ureq::Error::Transport(t)) => {
+                    return Err(registry_error(&self.host, transport(&t, &self.base)))
+                }
+            }
         }
     }
 
@@ -380,18 +434,38 @@ impl ImageStore {
     /// An invalid reference, an unreachable or refusing registry, a missing image, content
     /// that does not match its digest. Nothing is registered then.
     pub fn pull(&self, reference: &str, opts: &RegistryOptions) -> Result<LoadedImage> {
+        self.pull_with_progress(reference, opts, &|_| {})
+    }
+
+    /// [`ImageStore::pull`], telling `progress` how each blob's download goes.
+    ///
+    /// # Errors
+    ///
+    /// As [`ImageStore::pull`].
+    pub fn pull_with_progress(
+        &self,
+        reference: &str,
+        opts: &RegistryOptions,
+        progress: OnProgress<'_>,
+    ) -> Result<LoadedImage> {
         let r = reference::parse(reference)?;
         let registry = Registry::new(&r.domain, opts)?;
         let _shared = self.gc_shared();
         let work = TmpDir::new(&self.tmp, "pull")?;
-        let staging = self.stage_pull(&registry, &r, work.path())?;
+        let staging = self.stage_pull(&registry, &r, work.path(), progress)?;
         let mut loaded = self.import_staged(&staging, work.path())?;
         loaded
             .pop()
             .ok_or_else(|| Error::Registry(format!("{reference}: the registry sent no image")))
     }
 
-    fn stage_pull(&self, registry: &Registry, r: &Reference, work: &Path) -> Result<Staging> {
+    fn stage_pull(
+        &self,
+        registry: &Registry,
+        r: &Reference,
+        work: &Path,
+        progress: OnProgress<'_>,
+    ) -> Result<Staging> {
         let repo = r.path.as_str();
         let wanted = r
             .digest
@@ -446,8 +520,8 @@ impl ImageStore {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(d) = blobs.get(i) else { break };
                     let file = work.join(format!("b{i}"));
-                    let result =
-                        fetch_blob(registry, repo, d, &file).map(|()| (i, d.digest.clone(), file));
+                    let result = fetch_blob(registry, repo, d, &file, progress)
+                        .map(|()| (i, d.digest.clone(), file));
                     let failed = result.is_err();
                     staged
                         .lock()
@@ -501,10 +575,22 @@ fn media(t: &str) -> Option<&str> {
 }
 
 /// Download one blob into `file`, checking its size and digest.
-fn fetch_blob(registry: &Registry, repo: &str, d: &Descriptor, file: &Path) -> Result<()> {
-    let mut content = registry
-        .blob(repo, &d.digest)?
-        .take(d.size.saturating_add(1));
+fn fetch_blob(
+    registry: &Registry,
+    repo: &str,
+    d: &Descriptor,
+    file: &Path,
+    progress: OnProgress<'_>,
+) -> Result<()> {
+    let mut content = Counting {
+        inner: registry
+            .blob(repo, &d.digest)?
+            .take(d.size.saturating_add(1)),
+        done: 0,
+        told: 0,
+        d,
+        progress,
+    };
     let out = File::options()
         .write(true)
         .create_new(true)
@@ -530,7 +616,38 @@ fn fetch_blob(registry: &Registry, repo: &str, d: &Descriptor, file: &Path) -> R
             actual: digest,
         });
     }
+    progress(PullProgress {
+        digest: d.digest.clone(),
+        done: size,
+        total: d.size,
+    });
     Ok(())
+}
+
+/// A download that reports how far it got, every 512 KiB (the last report comes from
+/// `fetch_blob` once the blob is checked).
+struct Counting<'a, R> {
+    inner: R,
+    done: u64,
+    told: u64,
+    d: &'a Descriptor,
+    progress: OnProgress<'a>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.done += n as u64;
+        if self.done - self.told >= 512 << 10 && self.done < self.d.size {
+            self.told = self.done;
+            (self.progress)(PullProgress {
+                digest: self.d.digest.clone(),
+                done: self.done,
+                total: self.d.size,
+            });
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod docker_archive;
 mod names;
 mod netns;
 mod pty;
+mod registry;
 mod wait;
 
 pub use bins::bin;
@@ -25,4 +26,5 @@ pub use daemon::{cleanup_tree, remove_cgroup, Daemon};
 pub use names::unique_name;
 pub use netns::{in_netns, lan, Remote};
 pub use pty::PtySession;
+pub use registry::TestRegistry;
 pub use wait::wait_until;

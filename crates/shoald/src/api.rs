@@ -12,12 +12,12 @@ use shoal_api::v1::{
     DisconnectNetworkRequest, Empty, Event, EventsRequest, ExecInput, ExecOutput, Image, ImageRef,
     KillContainerRequest, ListContainersRequest, ListContainersResponse, ListImagesRequest,
     ListImagesResponse, ListNetworksResponse, ListVolumesResponse, LoadImageResponse, LoadedImage,
-    LogEntry, LogsRequest, Network, NetworkDetail, NetworkRef, PruneImagesRequest, PruneRequest,
-    PruneResponse, RemoveContainerRequest, RemoveImageRequest, RemoveImageResponse,
-    RemoveVolumeRequest, RenameContainerRequest, SaveImageRequest, StatsRequest, StatsResponse,
-    StopContainerRequest, TagImageRequest, TopProcess, TopRequest, TopResponse,
-    UpdateContainerRequest, UpdateContainerResponse, VersionRequest, VersionResponse, Volume,
-    VolumeRef, WaitResponse,
+    LogEntry, LoginRequest, LogsRequest, Network, NetworkDetail, NetworkRef, PruneImagesRequest,
+    PruneRequest, PruneResponse, PullImageProgress, PullImageRequest, RemoveContainerRequest,
+    RemoveImageRequest, RemoveImageResponse, RemoveVolumeRequest, RenameContainerRequest,
+    SaveImageRequest, StatsRequest, StatsResponse, StopContainerRequest, TagImageRequest,
+    TopProcess, TopRequest, TopResponse, UpdateContainerRequest, UpdateContainerResponse,
+    VersionRequest, VersionResponse, Volume, VolumeRef, WaitResponse,
 };
 use shoal_engine::{
     AttachEvent, AttachOptions, CreateRequest, Engine, Error, ExecOptions, LogOptions,
@@ -402,6 +402,68 @@ impl EngineApi for Api {
                 })
                 .collect(),
         }))
+    }
+
+    async fn login(&self, req: Request<LoginRequest>) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        if req.server.is_empty() || req.username.is_empty() {
+            return Err(Status::invalid_argument(
+                "login needs a registry, a user name and a password",
+            ));
+        }
+        self.engine
+            .registry_login(&req.server, &req.username, &req.password)
+            .await
+            .map_err(|e| Status::permission_denied(e.to_string()))?;
+        Ok(Response::new(Empty {}))
+    }
+
+    type PullImageStream = BoxStream<PullImageProgress>;
+
+    #[tracing::instrument(skip_all)]
+    async fn pull_image(
+        &self,
+        req: Request<PullImageRequest>,
+    ) -> Result<Response<Self::PullImageStream>, Status> {
+        let req = req.into_inner();
+        shoal_image::reference::parse(&req.reference)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let credentials = (!req.username.is_empty()).then_some((req.username, req.password));
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let progress = {
+                let tx = tx.clone();
+                move |p: shoal_image::PullProgress| {
+                    // Progress is best effort: a slow client misses some, never the end.
+                    let _ = tx.try_send(Ok(PullImageProgress {
+                        digest: p.digest,
+                        done: p.done,
+                        total: p.total,
+                        image: None,
+                    }));
+                }
+            };
+            let end = match engine
+                .pull_image(&req.reference, credentials, progress)
+                .await
+            {
+                Ok(l) => Ok(PullImageProgress {
+                    image: Some(LoadedImage {
+                        id: l.id,
+                        names: l
+                            .names
+                            .iter()
+                            .map(|n| shoal_image::reference::familiar_name(n))
+                            .collect(),
+                    }),
+                    ..Default::default()
+                }),
+                Err(e) => Err(status(e)),
+            };
+            let _ = tx.send(end).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type SaveImageStream = BoxStream<DataChunk>;

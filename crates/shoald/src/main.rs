@@ -54,6 +54,13 @@ struct Args {
     /// The nftables table (family ip) this daemon owns.
     #[arg(long = "nft-table", default_value = "shoal", hide = true)]
     nft_table: String,
+    /// A registry (HOST[:PORT]) that may be reached over plain HTTP (loopback ones always
+    /// may). Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    insecure_registry: Vec<String>,
+    /// CA certificates of registries: DIR/HOST[:PORT]/*.crt (docker's /etc/docker/certs.d).
+    #[arg(long = "registry-certs-dir", default_value = "/etc/shoal/certs.d")]
+    registry_certs_dir: PathBuf,
     /// Hollow-node mode, for scale benchmarks: join N nodes that run nothing (tasks are
     /// reported running) to the swarm at --join with --join-token; no engine, no socket.
     #[arg(long = "hollow-nodes", value_name = "N", requires_all = ["join", "join_token"])]
@@ -167,6 +174,11 @@ async fn serve(args: Args) -> Result<()> {
             .unwrap_or_else(|| EngineConfig::find_binary("shoal-shim")),
         bridge_name: args.bridge.clone(),
         nft_table: args.nft_table.clone(),
+        registries: shoal_image::RegistryOptions {
+            insecure: args.insecure_registry.clone(),
+            certs_dir: Some(args.registry_certs_dir.clone()),
+            credentials: Default::default(),
+        },
     };
     for (what, path) in [("runtime", &cfg.runtime), ("shim", &cfg.shim)] {
         if !path.is_file() {

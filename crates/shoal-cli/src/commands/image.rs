@@ -20,6 +20,8 @@ use crate::inspect;
 pub enum ImageCommand {
     /// Load images from a tar archive (docker save or OCI layout) or stdin.
     Load(LoadArgs),
+    /// Pull an image from a registry.
+    Pull(PullArgs),
     /// Save images to a docker-compatible tar archive.
     Save(SaveArgs),
     /// List images.
@@ -80,6 +82,7 @@ pub struct TagArgs {
 pub async fn dispatch(host: &str, cmd: ImageCommand) -> Result<i32> {
     match cmd {
         ImageCommand::Load(a) => load(host, a).await,
+        ImageCommand::Pull(a) => pull(host, a).await,
         ImageCommand::Save(a) => save(host, a).await,
         ImageCommand::Ls(a) => ls(host, a).await,
         ImageCommand::Inspect(a) => inspect(host, a).await,
@@ -297,5 +300,203 @@ pub async fn tag(host: &str, args: TagArgs) -> Result<i32> {
         })
         .await
         .map_err(err)?;
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct PullArgs {
+    /// Print only the image's name.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// NAME[:TAG|@DIGEST], e.g. registry.example:5000/team/app:v2
+    image: String,
+}
+
+/// `shoal pull`: the daemon pulls from the registry (with the credentials `shoal login`
+/// stored for it); one line per layer as it completes, or live bars on a terminal.
+pub async fn pull(host: &str, args: PullArgs) -> Result<i32> {
+    let reference =
+        shoal_image::reference::parse(&args.image).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
+    let mut client = connect(host).await?;
+    let mut stream = client
+        .pull_image(shoal_api::v1::PullImageRequest {
+            reference: args.image.clone(),
+            username,
+            password,
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    let tty = std::io::stdout().is_terminal() && !args.quiet;
+    if !args.quiet {
+        let what = reference
+            .tag
+            .clone()
+            .or(reference.digest.clone())
+            .unwrap_or_default();
+        // docker's words: the repository's path, without its registry.
+        let path = reference
+            .path
+            .strip_prefix("library/")
+            .filter(|_| reference.domain == "docker.io")
+            .unwrap_or(&reference.path);
+        println!("{what}: Pulling from {path}");
+    }
+    // Layers in the order first heard of, with their progress.
+    let mut layers: Vec<(String, u64, u64)> = Vec::new();
+    let mut drawn = 0usize;
+    let mut image = None;
+    while let Some(msg) = stream.message().await.map_err(err)? {
+        if let Some(i) = msg.image {
+            image = Some(i);
+            break;
+        }
+        let at = match layers.iter().position(|(d, _, _)| *d == msg.digest) {
+            Some(at) => at,
+            None => {
+                layers.push((msg.digest.clone(), 0, msg.total));
+                layers.len() - 1
+            }
+        };
+        let finished_now = layers[at].1 < layers[at].2 && msg.done >= msg.total;
+        layers[at].1 = msg.done;
+        if tty {
+            // Redraw every line: up over what was drawn, then the table again.
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                write!(out, "\x1b[{drawn}A")?;
+            }
+            for (d, done, total) in &layers {
+                writeln!(out, "\x1b[2K{}", layer_line(d, *done, *total))?;
+            }
+            drawn = layers.len();
+            out.flush()?;
+        } else if finished_now && !args.quiet {
+            println!("{}: Download complete", short_blob(&msg.digest));
+        }
+    }
+    let Some(image) = image else {
+        bail!("the daemon ended the pull without an answer: see its log");
+    };
+    let name = image
+        .names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| args.image.clone());
+    if args.quiet {
+        println!("{name}");
+    } else {
+        println!("Image ID: {}", image.id);
+        println!("Status: Downloaded image for {name}");
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+fn short_blob(digest: &str) -> String {
+    digest
+        .trim_start_matches("sha256:")
+        .chars()
+        .take(12)
+        .collect()
+}
+
+/// `a1b2c3d4e5f6: Downloading [=====>     ]  1.2MB/5.0MB`, docker's layer line.
+fn layer_line(digest: &str, done: u64, total: u64) -> String {
+    if total > 0 && done >= total {
+        return format!("{}: Pull complete", short_blob(digest));
+    }
+    let width = 40u64;
+    let filled = (done * width).checked_div(total).unwrap_or(0);
+    let bar: String = (0..width)
+        .map(|i| match i.cmp(&filled) {
+            std::cmp::Ordering::Less => '=',
+            std::cmp::Ordering::Equal => '>',
+            std::cmp::Ordering::Greater => ' ',
+        })
+        .collect();
+    format!(
+        "{}: Downloading [{bar}] {}/{}",
+        short_blob(digest),
+        human_size(done),
+        human_size(total)
+    )
+}
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// User name.
+    #[arg(short = 'u', long = "username")]
+    username: Option<String>,
+    /// Password (visible in the process list: prefer --password-stdin).
+    #[arg(short = 'p', long = "password")]
+    password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long = "password-stdin")]
+    password_stdin: bool,
+    /// HOST[:PORT] of the registry (default docker.io).
+    server: Option<String>,
+}
+
+/// `shoal login`: the daemon checks the credentials against the registry; they are then
+/// stored for this user (0600) and sent with each pull from that registry.
+pub async fn login(host: &str, args: LoginArgs) -> Result<i32> {
+    let server = crate::auth::server(args.server.as_deref());
+    let username = match args.username {
+        Some(u) => u,
+        None => {
+            if !std::io::stdin().is_terminal() {
+                bail!("give the user name with -u (stdin is not a terminal)");
+            }
+            eprint!("Username: ");
+            let mut u = String::new();
+            std::io::stdin().read_line(&mut u)?;
+            u.trim().to_owned()
+        }
+    };
+    let password = if args.password_stdin {
+        if args.password.is_some() {
+            bail!("--password and --password-stdin are mutually exclusive");
+        }
+        let mut p = String::new();
+        std::io::stdin().read_to_string(&mut p)?;
+        p.trim_end_matches(['\n', '\r']).to_owned()
+    } else if let Some(p) = args.password {
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        p
+    } else {
+        bail!("give the password with --password-stdin (or -p)");
+    };
+    if username.is_empty() || password.is_empty() {
+        bail!("login needs a user name and a password");
+    }
+    let mut client = connect(host).await?;
+    client
+        .login(shoal_api::v1::LoginRequest {
+            server: server.clone(),
+            username: username.clone(),
+            password: password.clone(),
+        })
+        .await
+        .map_err(err)?;
+    crate::auth::store(&server, &username, &password)?;
+    println!("Login Succeeded");
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    /// HOST[:PORT] of the registry (default docker.io).
+    server: Option<String>,
+}
+
+pub async fn logout(args: LogoutArgs) -> Result<i32> {
+    let server = crate::auth::server(args.server.as_deref());
+    if crate::auth::remove(&server)? {
+        println!("Removing login credentials for {server}");
+    } else {
+        println!("Not logged in to {server}");
+    }
     Ok(0)
 }

@@ -1,0 +1,123 @@
+//! Registries end to end: `shoal login`, `pull`, `run` and `logout` against a real
+//! docker-registry with basic authentication, in the test daemon's own network namespace.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Output, Stdio};
+
+use shoal_testkit::{Daemon, TestRegistry};
+
+/// `shoal` with its credentials kept in `config`, the password (if any) on stdin.
+fn shoal(d: &Daemon, config: &std::path::Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = d
+        .cmd(args)
+        .env("SHOAL_CONFIG", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn login_pull_run_and_logout_against_a_registry_with_basic_auth() {
+    let d = Daemon::start();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let registry = TestRegistry::start(Some(&d.netns()), Some(("shoal", &hash)));
+    registry.push_busybox("team/busybox", "v1", Some("shoal:s3cret"));
+    let config = tempfile::tempdir().unwrap();
+    let image = format!("{}/team/busybox:v1", registry.addr);
+
+    // Without credentials: refused, and the error says what to do.
+    let o = shoal(&d, config.path(), &["pull", &image], None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shoal login"), "{}", text(&o));
+
+    // Wrong password: refused, nothing stored.
+    let login = ["login", "-u", "shoal", "--password-stdin", &registry.addr];
+    let o = shoal(&d, config.path(), &login, Some("wrong\n"));
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("unauthorized"), "{}", text(&o));
+    assert!(!config.path().join("config.json").exists());
+
+    // Right password: stored for this user only.
+    let o = shoal(&d, config.path(), &login, Some("s3cret\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Login Succeeded"), "{}", text(&o));
+    let mode = std::fs::metadata(config.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Pull, then run what was pulled.
+    let o = shoal(&d, config.path(), &["pull", &image], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("v1: Pulling from team/busybox"), "{out}");
+    assert!(
+        out.contains(&format!("Status: Downloaded image for {image}")),
+        "{out}"
+    );
+    assert_eq!(out.lines().last(), Some(image.as_str()));
+    assert!(d.ok(&["images"]).contains("team/busybox"));
+    let hello = d.ok(&["run", "--rm", &image, "echo", "pulled and running"]);
+    assert_eq!(hello.trim(), "pulled and running");
+
+    // -q prints the name only.
+    let o = shoal(&d, config.path(), &["pull", "-q", &image], None);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        image,
+        "{}",
+        text(&o)
+    );
+
+    // Logout forgets the credentials: the next pull is refused again.
+    let o = shoal(&d, config.path(), &["logout", &registry.addr], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = shoal(&d, config.path(), &["pull", &image], None);
+    assert!(!o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn pulling_a_missing_image_or_a_bad_reference_fails_in_one_line() {
+    let d = Daemon::start();
+    let registry = TestRegistry::start(Some(&d.netns()), None);
+    registry.push_busybox("team/busybox", "v1", None);
+    let config = tempfile::tempdir().unwrap();
+
+    let missing = format!("{}/team/busybox:v9", registry.addr);
+    let o = shoal(&d, config.path(), &["pull", &missing], None);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(
+        err.contains("no such image") || err.contains("not found"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let o = shoal(&d, config.path(), &["pull", "Bad//Name"], None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid reference format"),
+        "{}",
+        text(&o)
+    );
+    assert!(!d.ok(&["images"]).contains("team/busybox"));
+}
