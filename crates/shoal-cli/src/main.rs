@@ -105,6 +105,8 @@ enum Command {
     Load(image::LoadArgs),
     /// Pull an image from a registry.
     Pull(image::PullArgs),
+    /// Push an image to a registry.
+    Push(image::PushArgs),
     /// Log in to a registry (the credentials are kept for this user, 0600).
     Login(image::LoginArgs),
     /// Log out from a registry.
@@ -180,6 +182,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Images(a) => image::ls(&cli.host, a).await,
         Command::Load(a) => image::load(&cli.host, a).await,
         Command::Pull(a) => image::pull(&cli.host, a).await,
+        Command::Push(a) => image::push(&cli.host, a).await,
         Command::Login(a) => image::login(&cli.host, a).await,
         Command::Logout(a) => image::logout(a).await,
         Command::Save(a) => image::save(&cli.host, a).await,

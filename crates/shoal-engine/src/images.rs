@@ -56,6 +56,24 @@ impl Engine {
             .await
     }
 
+    /// Push the image named `reference` to its registry.
+    pub async fn push_image(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+        progress: impl Fn(shoal_image::PushProgress) + Send + Sync + 'static,
+    ) -> Result<shoal_image::Pushed> {
+        let mut opts = self.inner.cfg.registries.clone();
+        let r = reference.to_string();
+        if let Some(c) = credentials {
+            let domain = shoal_image::reference::parse(&r)
+                .map_err(image_error)?
+                .domain;
+            opts.credentials.insert(domain, c);
+        }
+        self.blocking(move |s| s.push(&r, &opts, &progress)).await
+    }
+
     /// Check `username`/`password` against the registry `server` (`host[:port]`).
     pub async fn registry_login(&self, server: &str, username: &str, password: &str) -> Result<()> {
         let mut opts = self.inner.cfg.registries.clone();

@@ -130,13 +130,27 @@ impl Registry {
     fn get(&self, repo: &str, path: &str, accept: Option<&str>) -> Result<ureq::Response> {
         let scope = format!("repository:{repo}:pull");
         let url = format!("{}/v2/{path}", self.base);
+        let headers: Vec<(&str, &str)> = accept.map(|a| ("Accept", a)).into_iter().collect();
+        self.send("GET", &url, &scope, &headers, repo, path)
+    }
+
+    /// A request without a body, answering the registry's challenge once; 2xx only.
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        scope: &str,
+        headers: &[(&str, &str)],
+        repo: &str,
+        path: &str,
+    ) -> Result<ureq::Response> {
         let mut challenged = false;
         loop {
-            let mut req = self.agent.get(&url);
-            if let Some(a) = accept {
-                req = req.set("Accept", a);
+            let mut req = self.agent.request(method, url);
+            for (k, v) in headers {
+                req = req.set(k, v);
             }
-            if let Some(auth) = self.authorization(&scope) {
+            if let Some(auth) = self.authorization(scope) {
                 req = req.set("Authorization", &auth);
             }
             match req.call() {
@@ -144,7 +158,7 @@ impl Registry {
                 Err(ureq::Error::Status(401, r)) if !challenged => {
                     challenged = true;
                     let challenge = r.header("WWW-Authenticate").unwrap_or_default().to_owned();
-                    self.answer(&challenge, &scope)?;
+                    self.answer(&challenge, scope)?;
                 }
                 Err(ureq::Error::Status(401, _)) => {
                     return Err(registry_error(
@@ -158,11 +172,19 @@ impl Registry {
                 Err(ureq::Error::Status(404, _)) => {
                     return Err(Error::NotFound(format!("{}/{repo}: {path}", self.host)))
                 }
+                Err(ureq::Error::Status(403, _)) => {
+                    return Err(registry_error(
+                        &self.host,
+                        format!(
+                            "denied: {repo} ({method} {path}): the credentials do not allow it"
+                        ),
+                    ))
+                }
                 Err(ureq::Error::Status(code, r)) => {
                     let body = r.into_string().unwrap_or_default();
                     return Err(registry_error(
                         &self.host,
-                        format!("GET {path}: HTTP {code}: {}", body.trim()),
+                        format!("{method} {path}: HTTP {code}: {}", body.trim()),
                     ));
                 }
                 Err(ureq::Error::Transport(t)) => {
@@ -316,6 +338,107 @@ impl Registry {
         Ok((bytes, media_type, digest))
     }
 
+    /// Whether the repository has a blob (pushing skips it then).
+    fn has_blob(&self, repo: &str, digest: &str) -> Result<bool> {
+        let path = format!("{repo}/blobs/{digest}");
+        let url = format!("{}/v2/{path}", self.base);
+        match self.send("HEAD", &url, &push_scope(repo), &[], repo, &path) {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Upload a blob in one request (POST for an upload URL, then PUT with its digest), or
+    /// mount it from `from`, another repository of the registry that has it (no bytes sent);
+    /// whether it was mounted.
+    fn put_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        from: Option<&str>,
+        content: impl FnOnce() -> Result<(File, u64)>,
+    ) -> Result<bool> {
+        let path = format!("{repo}/blobs/uploads/");
+        let mut url = format!("{}/v2/{path}", self.base);
+        if let Some(from) = from {
+            url.push_str(&format!("?mount={digest}&from={from}"));
+        }
+        let scope = push_scope(repo);
+        let started = self.send(
+            "POST",
+            &url,
+            &scope,
+            &[("Content-Length", "0")],
+            repo,
+            &path,
+        )?;
+        if started.status() == 201 {
+            return Ok(true);
+        }
+        let (content, size) = content()?;
+        let location = started.header("Location").ok_or_else(|| {
+            registry_error(
+                &self.host,
+                "the registry started an upload without a Location",
+            )
+        })?;
+        let mut upload = if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_owned()
+        };
+        upload.push(if upload.contains('?') { '&' } else { '?' });
+        upload.push_str("digest=");
+        upload.push_str(digest);
+        let mut req = self
+            .agent
+            .put(&upload)
+            .set("Content-Type", "application/octet-stream")
+            .set("Content-Length", &size.to_string());
+        if let Some(auth) = self.authorization(&scope) {
+            req = req.set("Authorization", &auth);
+        }
+        req.send(content).map_err(|e| match e {
+            ureq::Error::Status(code, r) => registry_error(
+                &self.host,
+                format!(
+                    "uploading {digest}: HTTP {code}: {}",
+                    r.into_string().unwrap_or_default().trim()
+                ),
+            ),
+            ureq::Error::Transport(t) => registry_error(&self.host, transport(&t, &self.base)),
+        })?;
+        Ok(false)
+    }
+
+    /// Put a manifest under `tag`; its digest as the registry computed it.
+    fn put_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let url = format!("{}/v2/{repo}/manifests/{tag}", self.base);
+        let mut req = self.agent.put(&url).set("Content-Type", media_type);
+        if let Some(auth) = self.authorization(&push_scope(repo)) {
+            req = req.set("Authorization", &auth);
+        }
+        let r = req.send_bytes(bytes).map_err(|e| match e {
+            ureq::Error::Status(code, r) => registry_error(
+                &self.host,
+                format!(
+                    "putting the manifest of {repo}:{tag}: HTTP {code}: {}",
+                    r.into_string().unwrap_or_default().trim()
+                ),
+            ),
+            ureq::Error::Transport(t) => registry_error(&self.host, transport(&t, &self.base)),
+        })?;
+        Ok(r.header("Docker-Content-Digest")
+            .map_or_else(|| sha256_digest(bytes), str::to_owned))
+    }
+
     /// A blob's content, as a stream (the caller checks its digest).
     ///
     /// # Errors
@@ -326,6 +449,28 @@ impl Registry {
             .get(repo, &format!("{repo}/blobs/{digest}"), None)?
             .into_reader())
     }
+}
+
+fn push_scope(repo: &str) -> String {
+    format!("repository:{repo}:pull,push")
+}
+
+/// What a push did with one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushProgress {
+    pub digest: String,
+    /// The registry had it already.
+    pub existed: bool,
+    /// Mounted from this repository of the registry instead of sent.
+    pub mounted_from: Option<String>,
+}
+
+/// The manifest a push put: its digest and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub tag: String,
+    pub digest: String,
+    pub size: u64,
 }
 
 #[derive(serde::Deserialize)]
@@ -559,6 +704,82 @@ impl ImageStore {
             &work.join("oci-layout"),
         )?;
         Ok(staging)
+    }
+}
+
+impl ImageStore {
+    /// Pushes the image named `reference` (`host[:port]/repo[:tag]`) to that registry: each
+    /// blob the repository lacks (config and layers, exactly as stored), then the manifest as
+    /// stored, so the digests stay the same and a pull gets the same bytes back.
+    ///
+    /// # Errors
+    ///
+    /// No such local image, a refusing or unreachable registry.
+    pub fn push(
+        &self,
+        reference: &str,
+        opts: &RegistryOptions,
+        progress: &(dyn Fn(PushProgress) + Sync),
+    ) -> Result<Pushed> {
+        let r = reference::parse(reference)?;
+        if r.digest.is_some() {
+            return Err(Error::InvalidReference(format!(
+                "{reference}: push a tag, not a digest"
+            )));
+        }
+        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+        let _shared = self.gc_shared();
+        let image = self.get(reference)?;
+        let manifest = self.blobs.read(&image.manifest_digest)?;
+        let kind = ManifestKind::parse(&manifest, None)
+            .map_err(|e| Error::Corrupt(format!("manifest of {reference}: {e}")))?;
+        let ManifestKind::Manifest(m) = kind else {
+            return Err(Error::Corrupt(format!(
+                "{reference}: the stored manifest is an index"
+            )));
+        };
+        let media_type = m
+            .media_type
+            .clone()
+            .unwrap_or_else(|| OCI_MANIFEST.to_owned());
+        let registry = Registry::new(&r.domain, opts)?;
+        let repo = r.path.as_str();
+        // Another repository of the same registry this image came from or went to: its
+        // blobs are mounted from there rather than sent again.
+        let from = image
+            .names
+            .iter()
+            .filter_map(|n| reference::parse(n).ok())
+            .find(|n| n.domain == r.domain && n.path != r.path)
+            .map(|n| n.path);
+        for d in std::iter::once(&m.config).chain(&m.layers) {
+            let existed = registry.has_blob(repo, &d.digest)?;
+            let mut mounted_from = None;
+            if !existed {
+                let open = || {
+                    let file = self.blobs.open(&d.digest)?;
+                    let size = file
+                        .metadata()
+                        .map_err(Error::with_io(format!("blob {}", d.digest)))?
+                        .len();
+                    Ok((file, size))
+                };
+                if registry.put_blob(repo, &d.digest, from.as_deref(), open)? {
+                    mounted_from.clone_from(&from);
+                }
+            }
+            progress(PushProgress {
+                digest: d.digest.clone(),
+                existed,
+                mounted_from,
+            });
+        }
+        let digest = registry.put_manifest(repo, &tag, &media_type, &manifest)?;
+        Ok(Pushed {
+            tag,
+            digest,
+            size: manifest.len() as u64,
+        })
     }
 }
 

@@ -111,3 +111,74 @@ fn a_registry_with_basic_authentication_wants_credentials() {
     let pulled = sandbox.store.pull(&reference, &right).unwrap();
     assert_eq!(pulled.id, busybox_id());
 }
+
+#[test]
+fn a_pushed_image_reads_back_byte_identical_and_a_second_push_sends_no_blob() {
+    let registry = TestRegistry::start(None, None);
+    let sandbox = Sandbox::new();
+    let archive = shoal_testkit::busybox_image().unwrap();
+    let id = sandbox.store.load(File::open(archive).unwrap()).unwrap()[0]
+        .id
+        .clone();
+    let name = format!("{}/team/pushed:v1", registry.addr);
+    sandbox.store.tag("busybox", &name).unwrap();
+
+    let sent = std::sync::Mutex::new(Vec::new());
+    let pushed = sandbox
+        .store
+        .push(&name, &RegistryOptions::default(), &|p| {
+            sent.lock().unwrap().push(p)
+        })
+        .unwrap();
+    let image = sandbox.store.get(&name).unwrap();
+    assert_eq!(
+        pushed.digest, image.manifest_digest,
+        "the manifest as stored"
+    );
+    assert_eq!(pushed.tag, "v1");
+    let sent = sent.into_inner().unwrap();
+    assert_eq!(sent.len(), 1 + image.diff_ids.len(), "config and layers");
+    assert!(sent.iter().all(|p| !p.existed));
+
+    // skopeo reads back the very bytes.
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut local = Vec::new();
+    std::io::Read::read_to_end(
+        &mut sandbox.store.open_blob(&image.manifest_digest).unwrap(),
+        &mut local,
+    )
+    .unwrap();
+    assert_eq!(
+        out.stdout, local,
+        "the registry serves the manifest byte for byte"
+    );
+
+    // Pulled into another store: the same image.
+    let other = Sandbox::new();
+    let pulled = other
+        .store
+        .pull(&name, &RegistryOptions::default())
+        .unwrap();
+    assert_eq!(pulled.id, id);
+
+    // Pushed again under another tag: every blob is there already.
+    let again = format!("{}/team/pushed:v2", registry.addr);
+    sandbox.store.tag("busybox", &again).unwrap();
+    let existed = std::sync::Mutex::new(Vec::new());
+    sandbox
+        .store
+        .push(&again, &RegistryOptions::default(), &|p| {
+            existed.lock().unwrap().push(p.existed)
+        })
+        .unwrap();
+    assert!(existed.into_inner().unwrap().iter().all(|e| *e));
+}

@@ -13,11 +13,12 @@ use shoal_api::v1::{
     KillContainerRequest, ListContainersRequest, ListContainersResponse, ListImagesRequest,
     ListImagesResponse, ListNetworksResponse, ListVolumesResponse, LoadImageResponse, LoadedImage,
     LogEntry, LoginRequest, LogsRequest, Network, NetworkDetail, NetworkRef, PruneImagesRequest,
-    PruneRequest, PruneResponse, PullImageProgress, PullImageRequest, RemoveContainerRequest,
-    RemoveImageRequest, RemoveImageResponse, RemoveVolumeRequest, RenameContainerRequest,
-    SaveImageRequest, StatsRequest, StatsResponse, StopContainerRequest, TagImageRequest,
-    TopProcess, TopRequest, TopResponse, UpdateContainerRequest, UpdateContainerResponse,
-    VersionRequest, VersionResponse, Volume, VolumeRef, WaitResponse,
+    PruneRequest, PruneResponse, PullImageProgress, PullImageRequest, PushImageProgress,
+    PushImageRequest, RemoveContainerRequest, RemoveImageRequest, RemoveImageResponse,
+    RemoveVolumeRequest, RenameContainerRequest, SaveImageRequest, StatsRequest, StatsResponse,
+    StopContainerRequest, TagImageRequest, TopProcess, TopRequest, TopResponse,
+    UpdateContainerRequest, UpdateContainerResponse, VersionRequest, VersionResponse, Volume,
+    VolumeRef, WaitResponse,
 };
 use shoal_engine::{
     AttachEvent, AttachOptions, CreateRequest, Engine, Error, ExecOptions, LogOptions,
@@ -416,6 +417,50 @@ impl EngineApi for Api {
             .await
             .map_err(|e| Status::permission_denied(e.to_string()))?;
         Ok(Response::new(Empty {}))
+    }
+
+    type PushImageStream = BoxStream<PushImageProgress>;
+
+    #[tracing::instrument(skip_all)]
+    async fn push_image(
+        &self,
+        req: Request<PushImageRequest>,
+    ) -> Result<Response<Self::PushImageStream>, Status> {
+        let req = req.into_inner();
+        shoal_image::reference::parse(&req.reference)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A missing image is a clean error, not a broken stream.
+        self.engine.image(&req.reference).await.map_err(status)?;
+        let credentials = (!req.username.is_empty()).then_some((req.username, req.password));
+        let (tx, rx) = mpsc::channel(64);
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let progress = {
+                let tx = tx.clone();
+                move |p: shoal_image::PushProgress| {
+                    let _ = tx.try_send(Ok(PushImageProgress {
+                        digest: p.digest,
+                        existed: p.existed,
+                        mounted_from: p.mounted_from.unwrap_or_default(),
+                        ..Default::default()
+                    }));
+                }
+            };
+            let end = match engine
+                .push_image(&req.reference, credentials, progress)
+                .await
+            {
+                Ok(p) => Ok(PushImageProgress {
+                    tag: p.tag,
+                    manifest_digest: p.digest,
+                    manifest_size: p.size,
+                    ..Default::default()
+                }),
+                Err(e) => Err(status(e)),
+            };
+            let _ = tx.send(end).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     type PullImageStream = BoxStream<PullImageProgress>;

@@ -88,6 +88,28 @@ fn login_pull_run_and_logout_against_a_registry_with_basic_auth() {
         text(&o)
     );
 
+    // Push under another name: the blobs are mounted from the repository they came from
+    // (cross-repository mount, no bytes sent), the manifest goes up; pulled
+    // back after the local copies are gone, it is the same image.
+    let copy = format!("{}/team/copy:v2", registry.addr);
+    d.ok(&["tag", &image, &copy]);
+    let o = shoal(&d, config.path(), &["push", &copy], None);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(out.contains("Mounted from team/busybox"), "{out}");
+    assert!(!out.contains("Pushed"), "no blob sent again: {out}");
+    assert!(out.contains("v2: digest: sha256:"), "{out}");
+    let id_of = |name: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.ok(&["image", "inspect", name])).unwrap();
+        v[0]["Id"].as_str().unwrap().to_owned()
+    };
+    let id = id_of(&image);
+    d.ok(&["rmi", &image, &copy]);
+    let o = shoal(&d, config.path(), &["pull", &copy], None);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(id_of(&copy), id);
+
     // Logout forgets the credentials: the next pull is refused again.
     let o = shoal(&d, config.path(), &["logout", &registry.addr], None);
     assert!(o.status.success(), "{}", text(&o));

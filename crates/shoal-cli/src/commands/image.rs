@@ -22,6 +22,8 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Pull an image from a registry.
     Pull(PullArgs),
+    /// Push an image to a registry.
+    Push(PushArgs),
     /// Save images to a docker-compatible tar archive.
     Save(SaveArgs),
     /// List images.
@@ -83,6 +85,7 @@ pub async fn dispatch(host: &str, cmd: ImageCommand) -> Result<i32> {
     match cmd {
         ImageCommand::Load(a) => load(host, a).await,
         ImageCommand::Pull(a) => pull(host, a).await,
+        ImageCommand::Push(a) => push(host, a).await,
         ImageCommand::Save(a) => save(host, a).await,
         ImageCommand::Ls(a) => ls(host, a).await,
         ImageCommand::Inspect(a) => inspect(host, a).await,
@@ -499,4 +502,60 @@ pub async fn logout(args: LogoutArgs) -> Result<i32> {
         println!("Not logged in to {server}");
     }
     Ok(0)
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Print only the pushed manifest's digest.
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    /// HOST[:PORT]/REPO[:TAG] (tag the image with `shoal tag` first)
+    image: String,
+}
+
+/// `shoal push`: the daemon sends the blobs the repository lacks, then the manifest.
+pub async fn push(host: &str, args: PushArgs) -> Result<i32> {
+    let reference =
+        shoal_image::reference::parse(&args.image).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
+    let mut client = connect(host).await?;
+    let mut stream = client
+        .push_image(shoal_api::v1::PushImageRequest {
+            reference: args.image.clone(),
+            username,
+            password,
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    if !args.quiet {
+        println!(
+            "The push refers to repository [{}/{}]",
+            reference.domain, reference.path
+        );
+    }
+    while let Some(msg) = stream.message().await.map_err(err)? {
+        if !msg.manifest_digest.is_empty() {
+            if args.quiet {
+                println!("{}", msg.manifest_digest);
+            } else {
+                println!(
+                    "{}: digest: {} size: {}",
+                    msg.tag, msg.manifest_digest, msg.manifest_size
+                );
+            }
+            return Ok(0);
+        }
+        if !args.quiet {
+            let what = if msg.existed {
+                "Layer already exists".to_owned()
+            } else if !msg.mounted_from.is_empty() {
+                format!("Mounted from {}", msg.mounted_from)
+            } else {
+                "Pushed".to_owned()
+            };
+            println!("{}: {what}", short_blob(&msg.digest));
+        }
+    }
+    bail!("the daemon ended the push without an answer: see its log")
 }
