@@ -399,17 +399,23 @@ impl Registry {
         if let Some(auth) = self.authorization(&scope) {
             req = req.set("Authorization", &auth);
         }
-        req.send(content).map_err(|e| match e {
+        req.send(content)
+            .map_err(|e| self.failed(&format!("uploading {digest}"), e))?;
+        Ok(false)
+    }
+
+    /// A failed request, in one line.
+    fn failed(&self, what: &str, e: ureq::Error) -> Error {
+        match e {
             ureq::Error::Status(code, r) => registry_error(
                 &self.host,
                 format!(
-                    "uploading {digest}: HTTP {code}: {}",
+                    "{what}: HTTP {code}: {}",
                     r.into_string().unwrap_or_default().trim()
                 ),
             ),
             ureq::Error::Transport(t) => registry_error(&self.host, transport(&t, &self.base)),
-        })?;
-        Ok(false)
+        }
     }
 
     /// Put a manifest under `tag`; its digest as the registry computed it.
@@ -425,16 +431,9 @@ impl Registry {
         if let Some(auth) = self.authorization(&push_scope(repo)) {
             req = req.set("Authorization", &auth);
         }
-        let r = req.send_bytes(bytes).map_err(|e| match e {
-            ureq::Error::Status(code, r) => registry_error(
-                &self.host,
-                format!(
-                    "putting the manifest of {repo}:{tag}: HTTP {code}: {}",
-                    r.into_string().unwrap_or_default().trim()
-                ),
-            ),
-            ureq::Error::Transport(t) => registry_error(&self.host, transport(&t, &self.base)),
-        })?;
+        let r = req
+            .send_bytes(bytes)
+            .map_err(|e| self.failed(&format!("putting the manifest of {repo}:{tag}"), e))?;
         Ok(r.header("Docker-Content-Digest")
             .map_or_else(|| sha256_digest(bytes), str::to_owned))
     }
