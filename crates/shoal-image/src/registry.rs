@@ -2,7 +2,8 @@
 //!
 //! A registry is reached over HTTPS with the system's roots plus the CA certificates of its
 //! own directory (`<certs dir>/<host[:port]>/*.crt`, as docker's `/etc/docker/certs.d`);
-//! plain HTTP only for registries named insecure, and for loopback ones (docker's rule).
+//! plain HTTP only for registries named insecure, and for loopback ones, when they do not
+//! speak TLS (docker's rule).
 //! Authentication follows the registry's challenge: a bearer token from its token service
 //! (with the user's credentials if it has them) or basic credentials. Every blob and
 //! manifest is checked against its digest before anything is registered; nothing is
@@ -107,11 +108,21 @@ impl Registry {
             .timeout_read(Duration::from_secs(60))
             .user_agent(concat!("shoal/", env!("CARGO_PKG_VERSION")))
             .build();
-        let base = if plain {
-            format!("http://{host}")
-        } else {
-            format!("https://{host}")
-        };
+        // HTTPS always; a registry allowed plain HTTP gets it only when it does not speak
+        // TLS at all (docker's rule): one probe of its API root decides.
+        let mut base = format!("https://{host}");
+        if plain {
+            let probe = agent
+                .get(&format!("{base}/v2/"))
+                .timeout(Duration::from_secs(5))
+                .call();
+            if let Err(ureq::Error::Transport(t)) = probe {
+                let msg = t.to_string();
+                if !msg.contains("certificate") {
+                    base = format!("http://{host}");
+                }
+            }
+        }
         Ok(Registry {
             agent,
             credentials: opts

@@ -182,3 +182,53 @@ fn a_pushed_image_reads_back_byte_identical_and_a_second_push_sends_no_blob() {
         .unwrap();
     assert!(existed.into_inner().unwrap().iter().all(|e| *e));
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it: (CA PEM, certificate PEM, key PEM).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_ca_cert_der(ca_cert.der(), ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_tls_registry_is_trusted_through_its_ca_directory_only() {
+    let (ca, cert, key) = tls_material();
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("cert.pem"), cert).unwrap();
+    std::fs::write(files.path().join("key.pem"), key).unwrap();
+    let registry = TestRegistry::start_tls(
+        None,
+        &files.path().join("cert.pem"),
+        &files.path().join("key.pem"),
+    );
+    registry.push_busybox("secure/busybox", "v1", None);
+    let reference = format!("{}/secure/busybox:v1", registry.addr);
+
+    // Not trusted: the certificate error, not a silent fall back to plain HTTP.
+    let sandbox = Sandbox::new();
+    let err = sandbox
+        .store
+        .pull(&reference, &RegistryOptions::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // Its CA in the registry's own directory: trusted.
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::create_dir(certs.path().join(&registry.addr)).unwrap();
+    std::fs::write(certs.path().join(&registry.addr).join("ca.crt"), ca).unwrap();
+    let opts = RegistryOptions {
+        certs_dir: Some(certs.path().to_path_buf()),
+        ..Default::default()
+    };
+    let pulled = sandbox.store.pull(&reference, &opts).unwrap();
+    assert_eq!(pulled.id, busybox_id());
+}

@@ -37,6 +37,19 @@ impl TestRegistry {
     /// In `netns` (else the caller's); with `htpasswd` (user, bcrypt hash), basic
     /// authentication is required.
     pub fn start(netns: Option<&Path>, htpasswd: Option<(&str, &str)>) -> TestRegistry {
+        Self::start_with(netns, htpasswd, None)
+    }
+
+    /// Serving HTTPS with this certificate and key (PEM files).
+    pub fn start_tls(netns: Option<&Path>, cert: &Path, key: &Path) -> TestRegistry {
+        Self::start_with(netns, None, Some((cert, key)))
+    }
+
+    fn start_with(
+        netns: Option<&Path>,
+        htpasswd: Option<(&str, &str)>,
+        tls: Option<(&Path, &Path)>,
+    ) -> TestRegistry {
         let dir = tempfile::tempdir().expect("registry dir");
         // A free port: in another namespace nothing else binds loopback ports anyway.
         let port = TcpListener::bind("127.0.0.1:0")
@@ -55,11 +68,18 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        let tls = tls.map_or_else(String::new, |(cert, key)| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            )
+        });
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth}",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{tls}{auth}",
                 dir.path().join("data").display()
             ),
         )
