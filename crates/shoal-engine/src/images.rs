@@ -56,6 +56,17 @@ impl Engine {
             .await
     }
 
+    /// What `reference` names on its registry: (image id, reference pinned to the manifest's
+    /// digest).
+    pub async fn resolve_remote(&self, reference: &str) -> Result<(String, String)> {
+        let opts = self.inner.cfg.registries.clone();
+        let r = reference.to_string();
+        tokio::task::spawn_blocking(move || shoal_image::resolve(&r, &opts))
+            .await
+            .map_err(|e| Error::Internal(format!("resolve task failed: {e}")))?
+            .map_err(image_error)
+    }
+
     /// Push the image named `reference` to its registry.
     pub async fn push_image(
         &self,

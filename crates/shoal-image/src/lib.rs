@@ -49,6 +49,8 @@ pub use config::{HealthConfig, Image, ImageConfig};
 pub use error::{Error, Result};
 pub use load::LoadedImage;
 pub use reference::Reference;
-pub use registry::{OnProgress, PullProgress, PushProgress, Pushed, Registry, RegistryOptions};
+pub use registry::{
+    resolve, OnProgress, PullProgress, PushProgress, Pushed, Registry, RegistryOptions,
+};
 pub use remove::Removed;
 pub use store::ImageStore;

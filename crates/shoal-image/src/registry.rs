@@ -578,6 +578,55 @@ fn tls_config(host: &str, certs_dir: Option<&Path>) -> Result<rustls::ClientConf
         .with_no_client_auth())
 }
 
+/// What a reference names on its registry, without fetching any layer: the image id (its
+/// config's digest, for this host's platform) and a reference pinned to the manifest's
+/// digest (`host/repo@sha256:…`), which names that content whatever the tag says later.
+///
+/// # Errors
+///
+/// An invalid reference, an unreachable or refusing registry, a missing image.
+pub fn resolve(reference: &str, opts: &RegistryOptions) -> Result<(String, String)> {
+    let r = reference::parse(reference)?;
+    let registry = Registry::new(&r.domain, opts)?;
+    let repo = r.path.as_str();
+    let wanted = r
+        .digest
+        .clone()
+        .or_else(|| r.tag.clone())
+        .unwrap_or_else(|| "latest".into());
+    let (top, top_type, top_digest) = registry.manifest(repo, &wanted)?;
+    let parse = |bytes: &[u8], t: &str| {
+        ManifestKind::parse(bytes, media(t))
+            .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))
+    };
+    let manifest = match parse(&top, &top_type)? {
+        ManifestKind::Manifest(m) => m,
+        ManifestKind::Index(index) => {
+            let chosen = select_platform(&index.manifests).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{}/{repo}:{wanted} has no image for linux/{} or linux/amd64",
+                    registry.host,
+                    crate::manifest::host_architecture()
+                ))
+            })?;
+            let (bytes, t, _) = registry.manifest(repo, &chosen.digest)?;
+            match parse(&bytes, chosen.media_type.as_deref().unwrap_or(&t))? {
+                ManifestKind::Manifest(m) => m,
+                ManifestKind::Index(_) => {
+                    return Err(registry_error(
+                        &registry.host,
+                        format!("{repo}: an index inside an index"),
+                    ))
+                }
+            }
+        }
+    };
+    Ok((
+        manifest.config.digest,
+        format!("{}/{}@{top_digest}", r.domain, r.path),
+    ))
+}
+
 impl ImageStore {
     /// Pulls `reference` (`[host[:port]/]repo[:tag|@digest]`) from its registry: the
     /// manifest (an index resolved to this host's platform, else linux/amd64), the config and

@@ -310,6 +310,40 @@ async fn reconcile(
     updates
 }
 
+/// Pull a task's missing image from its registry, by the manifest digest the managers
+/// pinned. Tasks starting together with the same image wait for one pull.
+async fn fetch(engine: &Engine, spec: &api::TaskSpec) -> Result<(), String> {
+    static PULLS: std::sync::LazyLock<
+        std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::LazyLock::new(Default::default);
+    if spec.image_pinned.is_empty() {
+        return Err(format!(
+            "image {} is not on this node and no registry has it: load it here with \"shoal image load\", or push it to a registry",
+            spec.image
+        ));
+    }
+    let lock = PULLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(spec.image_pinned.clone())
+        .or_default()
+        .clone();
+    let _one = lock.lock().await;
+    let wanted = if spec.image_id.is_empty() {
+        &spec.image_pinned
+    } else {
+        &spec.image_id
+    };
+    if engine.image(wanted).await.is_ok() {
+        return Ok(()); // another task's pull brought it
+    }
+    engine
+        .pull_image(&spec.image_pinned, None, |_| {})
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("pulling {}: {e}", spec.image_pinned))
+}
+
 /// Prepare, create and start a task's container; the status to report.
 async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
     let spec = t.spec.clone().unwrap_or_default();
@@ -319,12 +353,11 @@ async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
         spec.image_id.clone()
     };
     if engine.image(&image).await.is_err() {
-        let mut st = status("rejected", "preparing");
-        st.err = format!(
-            "image {} is not on this node: load it here with \"shoal image load\" (swarm-wide images come later)",
-            spec.image
-        );
-        return st;
+        if let Err(why) = fetch(engine, &spec).await {
+            let mut st = status("rejected", "preparing");
+            st.err = why;
+            return st;
+        }
     }
     let resources = spec.resources.unwrap_or_default();
     let mut labels = spec.container_labels.clone();

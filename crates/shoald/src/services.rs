@@ -104,14 +104,21 @@ impl ServicesApi {
         }
     }
 
-    /// The image's id on this manager, so every node runs the same content; empty when the
-    /// image is not here (the nodes then resolve the name themselves).
-    async fn resolve_image(&self, reference: &str) -> String {
-        self.engine
-            .image(reference)
-            .await
-            .map(|i| i.id)
-            .unwrap_or_default()
+    /// What every node is to run for `reference`, so they all run the same content: the
+    /// image's id here; else what its registry says (the id, and the manifest's digest a node
+    /// that lacks the image pulls); else nothing (the nodes resolve the name themselves, as
+    /// docker does when "image could not be accessed on a registry to record its digest").
+    async fn resolve_image(&self, reference: &str) -> (String, String) {
+        if let Ok(i) = self.engine.image(reference).await {
+            return (i.id, String::new());
+        }
+        match self.engine.resolve_remote(reference).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(image = %reference, error = %e, "image not here and not resolved on a registry: each node resolves the name itself");
+                (String::new(), String::new())
+            }
+        }
     }
 }
 
@@ -287,7 +294,7 @@ impl Services for ServicesApi {
     ) -> Result<Response<api::ServiceInfo>, Status> {
         let req = request.into_inner();
         let a = self.manager().await?;
-        let mut resolved: Option<(String, String)> = None;
+        let mut resolved: Option<(String, (String, String))> = None;
         for _ in 0..5 {
             let mut s = Self::find_service(&a, &req.id)?;
             let old = s.object.clone();
@@ -334,12 +341,13 @@ impl Services for ServicesApi {
                         || task.image_id.is_empty()
                         || req.force
                     {
-                        let id = match &resolved {
+                        let (id, pinned) = match &resolved {
                             Some((image, id)) if *image == task.image => id.clone(),
                             _ => self.resolve_image(&task.image).await,
                         };
-                        resolved = Some((task.image.clone(), id.clone()));
+                        resolved = Some((task.image.clone(), (id.clone(), pinned.clone())));
                         task.image_id = id;
+                        task.image_pinned = pinned;
                     }
                 }
                 let task_changed = spec.task != old.spec.task || req.force;
@@ -373,7 +381,7 @@ impl Services for ServicesApi {
         validate(&spec).map_err(Status::invalid_argument)?;
         let a = self.manager().await?;
         if let Some(task) = spec.task.as_mut() {
-            task.image_id = self.resolve_image(&task.image).await;
+            (task.image_id, task.image_pinned) = self.resolve_image(&task.image).await;
         }
         let stamp = now();
         let service = Service {

@@ -143,3 +143,61 @@ fn pulling_a_missing_image_or_a_bad_reference_fails_in_one_line() {
     );
     assert!(!d.ok(&["images"]).contains("team/busybox"));
 }
+
+#[test]
+fn a_service_from_a_registry_image_runs_the_content_its_tag_named_at_create() {
+    let d = Daemon::start();
+    d.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let registry = TestRegistry::start(Some(&d.netns()), None);
+    registry.push_busybox("team/busybox", "v1", None);
+    let image = format!("{}/team/busybox:v1", registry.addr);
+    assert!(
+        !d.ok(&["images"]).contains("team/busybox"),
+        "not on the node yet"
+    );
+
+    d.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        &image,
+        "sleep",
+        "1d",
+    ]);
+    shoal_testkit::wait_until(
+        "2 tasks running",
+        std::time::Duration::from_secs(60),
+        || d.ok(&["service", "ls"]).contains("2/2"),
+    );
+    // The managers pinned the manifest's digest; the node pulled that, once.
+    let pretty = d.ok(&["service", "inspect", "--pretty", "web"]);
+    let pinned = pretty
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Pinned:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no pinned image in:\n{pretty}"))
+        .to_owned();
+    assert!(
+        pinned.starts_with(&format!("{}/team/busybox@sha256:", registry.addr)),
+        "{pinned}"
+    );
+
+    // The tag moves to other content: the running service does not change.
+    let other =
+        shoal_testkit::busybox_image_with(serde_json::json!({"Env": ["MOVED=1"]}), "busybox-moved")
+            .unwrap();
+    registry.copy(
+        &format!("docker-archive:{}", other.display()),
+        "team/busybox",
+        "v1",
+        None,
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let after = d.ok(&["service", "inspect", "--pretty", "web"]);
+    assert!(after.contains(&pinned), "{after}");
+    assert!(d.ok(&["service", "ls"]).contains("2/2"));
+}

@@ -797,6 +797,7 @@ impl UpdateArgs {
         if let Some(i) = &self.image {
             task.image = i.clone();
             task.image_id.clear();
+            task.image_pinned.clear();
         }
         if let Some(a) = &self.args {
             task.args = a.split_whitespace().map(str::to_string).collect();
@@ -1136,6 +1137,9 @@ fn pretty(s: &api::ServiceInfo) -> String {
     out += &format!("ContainerSpec:\n Image:\t\t{}\n", task.image);
     if !task.image_id.is_empty() {
         out += &format!(" Image ID:\t{}\n", task.image_id);
+    }
+    if !task.image_pinned.is_empty() {
+        out += &format!(" Pinned:\t{}\n", task.image_pinned);
     }
     if !task.args.is_empty() {
         out += &format!(" Args:\t\t{}\n", task.args.join(" "));
