@@ -588,30 +588,48 @@ fn tls_config(host: &str, certs_dir: Option<&Path>) -> Result<rustls::ClientConf
 pub fn resolve(reference: &str, opts: &RegistryOptions) -> Result<(String, String)> {
     let r = reference::parse(reference)?;
     let registry = Registry::new(&r.domain, opts)?;
+    let found = platform_manifest(&registry, &r)?;
+    Ok((
+        found.manifest.config.digest,
+        format!("{}/{}@{}", r.domain, r.path, found.top.2),
+    ))
+}
+
+/// A reference's manifests as its registry serves them.
+struct Found {
+    /// The manifest or index the reference names: bytes, media type, digest.
+    top: (Vec<u8>, String, String),
+    /// For an index, the manifest chosen for this host's platform: bytes and digest.
+    chosen: Option<(Vec<u8>, String)>,
+    manifest: crate::manifest::Manifest,
+}
+
+/// The manifest for this host's platform (else linux/amd64) behind `r`.
+fn platform_manifest(registry: &Registry, r: &Reference) -> Result<Found> {
     let repo = r.path.as_str();
     let wanted = r
         .digest
         .clone()
         .or_else(|| r.tag.clone())
         .unwrap_or_else(|| "latest".into());
-    let (top, top_type, top_digest) = registry.manifest(repo, &wanted)?;
     let parse = |bytes: &[u8], t: &str| {
         ManifestKind::parse(bytes, media(t))
             .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))
     };
-    let manifest = match parse(&top, &top_type)? {
-        ManifestKind::Manifest(m) => m,
+    let top = registry.manifest(repo, &wanted)?;
+    let (chosen, manifest) = match parse(&top.0, &top.1)? {
+        ManifestKind::Manifest(m) => (None, m),
         ManifestKind::Index(index) => {
-            let chosen = select_platform(&index.manifests).ok_or_else(|| {
+            let d = select_platform(&index.manifests).ok_or_else(|| {
                 Error::Unsupported(format!(
                     "{}/{repo}:{wanted} has no image for linux/{} or linux/amd64",
                     registry.host,
                     crate::manifest::host_architecture()
                 ))
             })?;
-            let (bytes, t, _) = registry.manifest(repo, &chosen.digest)?;
-            match parse(&bytes, chosen.media_type.as_deref().unwrap_or(&t))? {
-                ManifestKind::Manifest(m) => m,
+            let (bytes, t, digest) = registry.manifest(repo, &d.digest)?;
+            match parse(&bytes, d.media_type.as_deref().unwrap_or(&t))? {
+                ManifestKind::Manifest(m) => (Some((bytes, digest)), m),
                 ManifestKind::Index(_) => {
                     return Err(registry_error(
                         &registry.host,
@@ -621,10 +639,11 @@ pub fn resolve(reference: &str, opts: &RegistryOptions) -> Result<(String, Strin
             }
         }
     };
-    Ok((
-        manifest.config.digest,
-        format!("{}/{}@{top_digest}", r.domain, r.path),
-    ))
+    Ok(Found {
+        top,
+        chosen,
+        manifest,
+    })
 }
 
 impl ImageStore {
@@ -671,47 +690,14 @@ impl ImageStore {
         progress: OnProgress<'_>,
     ) -> Result<Staging> {
         let repo = r.path.as_str();
-        let wanted = r
-            .digest
-            .clone()
-            .or_else(|| r.tag.clone())
-            .unwrap_or_else(|| "latest".into());
         let mut staging = Staging::new();
-        let mut files = 0usize;
-        let mut stage_bytes = |staging: &mut Staging, digest: &str, bytes: &[u8]| -> Result<()> {
-            files += 1;
-            let file = work.join(format!("m{files}"));
-            staging.add(&blob_path(digest)?, &mut &bytes[..], &file)?;
-            Ok(())
-        };
-        let (top, top_type, top_digest) = registry.manifest(repo, &wanted)?;
-        stage_bytes(&mut staging, &top_digest, &top)?;
-        let mut manifest_bytes = top.clone();
-        let mut manifest_type = top_type.clone();
-        if let ManifestKind::Index(index) = ManifestKind::parse(&top, media(&top_type))
-            .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))?
-        {
-            let chosen = select_platform(&index.manifests).ok_or_else(|| {
-                Error::Unsupported(format!(
-                    "{}/{repo}:{wanted} has no image for linux/{} or linux/amd64",
-                    registry.host,
-                    crate::manifest::host_architecture()
-                ))
-            })?;
-            let (bytes, mt, digest) = registry.manifest(repo, &chosen.digest)?;
-            stage_bytes(&mut staging, &digest, &bytes)?;
-            manifest_bytes = bytes;
-            manifest_type = chosen.media_type.clone().unwrap_or(mt);
+        let found = platform_manifest(registry, r)?;
+        let (top, top_type, top_digest) = found.top;
+        staging.add(&blob_path(&top_digest)?, &mut &top[..], &work.join("m1"))?;
+        if let Some((bytes, digest)) = &found.chosen {
+            staging.add(&blob_path(digest)?, &mut &bytes[..], &work.join("m2"))?;
         }
-        let ManifestKind::Manifest(manifest) =
-            ManifestKind::parse(&manifest_bytes, media(&manifest_type))
-                .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))?
-        else {
-            return Err(registry_error(
-                &registry.host,
-                format!("{repo}: an index inside an index"),
-            ));
-        };
+        let manifest = found.manifest;
         // The config and the layers, a few at once.
         let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
