@@ -58,9 +58,19 @@ impl Engine {
 
     /// What `reference` names on its registry: (image id, reference pinned to the manifest's
     /// digest).
-    pub async fn resolve_remote(&self, reference: &str) -> Result<(String, String)> {
-        let opts = self.inner.cfg.registries.clone();
+    pub async fn resolve_remote(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+    ) -> Result<(String, String)> {
+        let mut opts = self.inner.cfg.registries.clone();
         let r = reference.to_string();
+        if let Some(c) = credentials {
+            let domain = shoal_image::reference::parse(&r)
+                .map_err(image_error)?
+                .domain;
+            opts.credentials.insert(domain, c);
+        }
         tokio::task::spawn_blocking(move || shoal_image::resolve(&r, &opts))
             .await
             .map_err(|e| Error::Internal(format!("resolve task failed: {e}")))?

@@ -310,27 +310,39 @@ async fn reconcile(
     updates
 }
 
+/// The credentials `--with-registry-auth` put in a task spec (base64 of "user:password").
+pub(crate) fn registry_credentials(auth: &str) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(auth.trim())
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
 /// Pull a task's missing image from its registry, by the manifest digest the managers
 /// pinned. Tasks starting together with the same image wait for one pull.
 async fn fetch(engine: &Engine, spec: &api::TaskSpec) -> Result<(), String> {
     static PULLS: std::sync::LazyLock<
         std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
     > = std::sync::LazyLock::new(Default::default);
-    if spec.image_pinned.is_empty() {
-        return Err(format!(
-            "image {} is not on this node and no registry has it: load it here with \"shoal image load\", or push it to a registry",
-            spec.image
-        ));
-    }
+    // Unresolved by the managers (they could not reach its registry): by name, as docker's
+    // nodes do then.
+    let source = if spec.image_pinned.is_empty() {
+        &spec.image
+    } else {
+        &spec.image_pinned
+    };
     let lock = PULLS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .entry(spec.image_pinned.clone())
+        .entry(source.clone())
         .or_default()
         .clone();
     let _one = lock.lock().await;
     let wanted = if spec.image_id.is_empty() {
-        &spec.image_pinned
+        source
     } else {
         &spec.image_id
     };
@@ -338,10 +350,15 @@ async fn fetch(engine: &Engine, spec: &api::TaskSpec) -> Result<(), String> {
         return Ok(()); // another task's pull brought it
     }
     engine
-        .pull_image(&spec.image_pinned, None, |_| {})
+        .pull_image(source, registry_credentials(&spec.registry_auth), |_| {})
         .await
         .map(|_| ())
-        .map_err(|e| format!("pulling {}: {e}", spec.image_pinned))
+        .map_err(|e| {
+            format!(
+                "image {} is not on this node and pulling {source} failed: {e} (or load it here with \"shoal image load\")",
+                spec.image
+            )
+        })
 }
 
 /// Prepare, create and start a task's container; the status to report.

@@ -75,8 +75,8 @@ impl ServicesApi {
             version: s.version,
             created_at: s.object.created_at.clone(),
             updated_at: s.object.updated_at.clone(),
-            spec: Some(s.object.spec.clone()),
-            previous_spec: s.object.previous_spec.clone(),
+            spec: Some(without_auth(s.object.spec.clone())),
+            previous_spec: s.object.previous_spec.clone().map(without_auth),
             update_status: s.object.update_status.clone(),
             running,
             desired,
@@ -108,11 +108,15 @@ impl ServicesApi {
     /// image's id here; else what its registry says (the id, and the manifest's digest a node
     /// that lacks the image pulls); else nothing (the nodes resolve the name themselves, as
     /// docker does when "image could not be accessed on a registry to record its digest").
-    async fn resolve_image(&self, reference: &str) -> (String, String) {
+    async fn resolve_image(&self, reference: &str, auth: &str) -> (String, String) {
         if let Ok(i) = self.engine.image(reference).await {
             return (i.id, String::new());
         }
-        match self.engine.resolve_remote(reference).await {
+        match self
+            .engine
+            .resolve_remote(reference, crate::executor::registry_credentials(auth))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(image = %reference, error = %e, "image not here and not resolved on a registry: each node resolves the name itself");
@@ -120,6 +124,14 @@ impl ServicesApi {
             }
         }
     }
+}
+
+/// A spec as clients see it: `--with-registry-auth` credentials stay in the store.
+fn without_auth(mut spec: api::ServiceSpec) -> api::ServiceSpec {
+    if let Some(t) = spec.task.as_mut() {
+        t.registry_auth.clear();
+    }
+    spec
 }
 
 /// How `svc logs` names a task: `name.slot`, or `name.node` for a global one.
@@ -336,6 +348,13 @@ impl Services for ServicesApi {
                 }
                 validate(&spec).map_err(Status::invalid_argument)?;
                 let old_image = old.spec.task.as_ref().map(|t| t.image.clone());
+                // Registry credentials are never shown, so an update that brings none keeps
+                // the service's (docker's rule); --with-registry-auth replaces them.
+                if let (Some(task), Some(old_task)) = (spec.task.as_mut(), old.spec.task.as_ref()) {
+                    if task.registry_auth.is_empty() {
+                        task.registry_auth.clone_from(&old_task.registry_auth);
+                    }
+                }
                 if let Some(task) = spec.task.as_mut() {
                     if Some(&task.image) != old_image.as_ref()
                         || task.image_id.is_empty()
@@ -343,7 +362,7 @@ impl Services for ServicesApi {
                     {
                         let (id, pinned) = match &resolved {
                             Some((image, id)) if *image == task.image => id.clone(),
-                            _ => self.resolve_image(&task.image).await,
+                            _ => self.resolve_image(&task.image, &task.registry_auth).await,
                         };
                         resolved = Some((task.image.clone(), (id.clone(), pinned.clone())));
                         task.image_id = id;
@@ -381,7 +400,8 @@ impl Services for ServicesApi {
         validate(&spec).map_err(Status::invalid_argument)?;
         let a = self.manager().await?;
         if let Some(task) = spec.task.as_mut() {
-            (task.image_id, task.image_pinned) = self.resolve_image(&task.image).await;
+            (task.image_id, task.image_pinned) =
+                self.resolve_image(&task.image, &task.registry_auth).await;
         }
         let stamp = now();
         let service = Service {
@@ -508,7 +528,13 @@ impl Services for ServicesApi {
             .list_obj::<Task>()
             .map_err(internal)?
             .into_iter()
-            .map(|t| t.object.0)
+            .map(|t| {
+                let mut t = t.object.0;
+                if let Some(spec) = t.spec.as_mut() {
+                    spec.registry_auth.clear();
+                }
+                t
+            })
             .filter(|t| wanted.is_empty() || wanted.contains(&t.service_id))
             .filter(|t| node.as_ref().is_none_or(|n| t.node_id == *n))
             .filter(|t| req.desired_state.is_empty() || t.desired_state == req.desired_state)

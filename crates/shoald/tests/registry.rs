@@ -201,3 +201,80 @@ fn a_service_from_a_registry_image_runs_the_content_its_tag_named_at_create() {
     assert!(after.contains(&pinned), "{after}");
     assert!(d.ok(&["service", "ls"]).contains("2/2"));
 }
+
+#[test]
+fn with_registry_auth_a_service_runs_a_private_image_and_never_shows_the_credentials() {
+    let d = Daemon::start();
+    d.ok(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let registry = TestRegistry::start(Some(&d.netns()), Some(("shoal", &hash)));
+    registry.push_busybox("private/busybox", "v1", Some("shoal:s3cret"));
+    let config = tempfile::tempdir().unwrap();
+    let image = format!("{}/private/busybox:v1", registry.addr);
+
+    // Without --with-registry-auth: the node cannot pull, and says why.
+    let o = shoal(
+        &d,
+        config.path(),
+        &[
+            "service", "create", "-d", "--name", "noauth", &image, "sleep", "1d",
+        ],
+        None,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    shoal_testkit::wait_until(
+        "the task is rejected",
+        std::time::Duration::from_secs(30),
+        || {
+            d.ok(&["service", "ps", "--no-trunc", "noauth"])
+                .contains("shoal login")
+        },
+    );
+
+    // --with-registry-auth before a login: refused in one line.
+    let args = [
+        "service",
+        "create",
+        "-d",
+        "--with-registry-auth",
+        "--name",
+        "web",
+        &image,
+        "sleep",
+        "1d",
+    ];
+    let o = shoal(&d, config.path(), &args, None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("shoal login"), "{}", text(&o));
+
+    let login = ["login", "-u", "shoal", "--password-stdin", &registry.addr];
+    let o = shoal(&d, config.path(), &login, Some("s3cret\n"));
+    assert!(o.status.success(), "{}", text(&o));
+    let o = shoal(&d, config.path(), &args, None);
+    assert!(o.status.success(), "{}", text(&o));
+    shoal_testkit::wait_until(
+        "the private image runs",
+        std::time::Duration::from_secs(60),
+        || d.ok(&["service", "ls"]).contains("1/1"),
+    );
+
+    // The credentials stay in the store: not in inspect, not in ps; an update without the
+    // flag keeps them (a scale re-pulls nothing, but the spec still carries them).
+    let encoded = "c2hvYWw6czNjcmV0"; // base64("shoal:s3cret")
+    for out in [
+        d.ok(&["service", "inspect", "web"]),
+        d.ok(&["service", "ps", "--no-trunc", "web"]),
+    ] {
+        assert!(!out.contains(encoded) && !out.contains("s3cret"), "{out}");
+    }
+    d.ok(&["service", "update", "-d", "--env-add", "A=1", "web"]);
+    shoal_testkit::wait_until(
+        "the update runs",
+        std::time::Duration::from_secs(60),
+        || {
+            d.ok(&["service", "ps", "web"]).matches("Running").count() >= 1
+                && d.ok(&["service", "inspect", "web"]).contains("A=1")
+                && d.ok(&["service", "ls"]).contains("1/1")
+        },
+    );
+}

@@ -64,6 +64,9 @@ pub struct LogsArgs {
 pub struct UpdateArgs {
     #[arg(long)]
     image: Option<String>,
+    /// Send the credentials `shoal login` stored for the image's registry to the swarm.
+    #[arg(long = "with-registry-auth")]
+    with_registry_auth: bool,
     #[arg(long)]
     replicas: Option<u64>,
     /// The command's arguments (split at spaces).
@@ -344,6 +347,10 @@ pub struct CreateArgs {
     update: UpdateFlags,
     #[command(flatten)]
     rollback: RollbackFlags,
+    /// Send the credentials `shoal login` stored for the image's registry to the swarm, so
+    /// its nodes can pull a private image.
+    #[arg(long = "with-registry-auth")]
+    with_registry_auth: bool,
     /// Return at once instead of waiting for the service to converge.
     #[arg(short = 'd', long)]
     detach: bool,
@@ -572,7 +579,10 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
     let mut client = connect_services(host).await?;
     match c {
         ServiceCommand::Create(a) => {
-            let spec = a.spec()?;
+            let mut spec = a.spec()?;
+            if a.with_registry_auth {
+                registry_auth(&mut spec)?;
+            }
             let s = client
                 .create_service(api::CreateServiceRequest { spec: Some(spec) })
                 .await
@@ -594,6 +604,9 @@ pub async fn dispatch(host: &str, c: ServiceCommand) -> Result<i32> {
             let mut spec = current.spec.clone().unwrap_or_default();
             if !a.rollback {
                 a.apply(&mut spec)?;
+                if a.with_registry_auth {
+                    registry_auth(&mut spec)?;
+                }
             }
             let req = api::UpdateServiceRequest {
                 id: current.id.clone(),
@@ -1312,6 +1325,23 @@ fn stage(state: &str) -> u8 {
         "starting" => 4,
         _ => 5,
     }
+}
+
+/// `--with-registry-auth`: the stored credentials for the image's registry go in the spec.
+fn registry_auth(spec: &mut api::ServiceSpec) -> Result<()> {
+    use base64::Engine as _;
+    let task = spec.task.get_or_insert_with(Default::default);
+    let domain = shoal_image::reference::parse(&task.image)
+        .map_err(|e| anyhow!("{e}"))?
+        .domain;
+    let Some((user, password)) = crate::auth::credentials_for(&domain)? else {
+        bail!(
+            "--with-registry-auth: no credentials for {domain}: run `shoal login {domain}` first"
+        );
+    };
+    task.registry_auth =
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Ok(())
 }
 
 #[cfg(test)]
