@@ -39,6 +39,8 @@ pub struct PullProgress {
     pub digest: String,
     pub done: u64,
     pub total: u64,
+    /// The store had the blob already: nothing was fetched.
+    pub existed: bool,
 }
 
 /// Receives a pull's progress (from several download threads at once).
@@ -698,10 +700,25 @@ impl ImageStore {
             staging.add(&blob_path(digest)?, &mut &bytes[..], &work.join("m2"))?;
         }
         let manifest = found.manifest;
-        // The config and the layers, a few at once.
-        let blobs: Vec<&Descriptor> = std::iter::once(&manifest.config)
+        // Blobs this store has already (a shared base layer, the same image again) are
+        // checked where they are, not fetched.
+        let (have, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
-            .collect();
+            .partition(|d| self.blobs.contains(&d.digest));
+        for d in have {
+            staging.add_file(
+                &blob_path(&d.digest)?,
+                &d.digest,
+                self.blobs.path(&d.digest)?,
+            )?;
+            progress(PullProgress {
+                digest: d.digest.clone(),
+                done: d.size,
+                total: d.size,
+                existed: true,
+            });
+        }
+        // The others, a few at once.
         let next = std::sync::atomic::AtomicUsize::new(0);
         let staged: Mutex<Vec<Result<(usize, String, PathBuf)>>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
@@ -886,6 +903,7 @@ fn fetch_blob(
         digest: d.digest.clone(),
         done: size,
         total: d.size,
+        existed: false,
     });
     Ok(())
 }
@@ -910,6 +928,7 @@ impl<R: Read> Read for Counting<'_, R> {
                 digest: self.d.digest.clone(),
                 done: self.done,
                 total: self.d.size,
+                existed: false,
             });
         }
         Ok(n)

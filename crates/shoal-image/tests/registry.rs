@@ -44,6 +44,18 @@ fn a_pulled_image_is_the_image_that_was_pushed_and_runs_from_its_layers() {
         "the layers are unpacked"
     );
 
+    // Again: every blob is here already, nothing is fetched.
+    let fetched = std::sync::Mutex::new(Vec::new());
+    sandbox
+        .store
+        .pull_with_progress(&reference, &RegistryOptions::default(), &|p| {
+            fetched.lock().unwrap().push(p.existed)
+        })
+        .unwrap();
+    let fetched = fetched.into_inner().unwrap();
+    assert_eq!(fetched.len(), 1 + image.diff_ids.len());
+    assert!(fetched.iter().all(|e| *e), "{fetched:?}");
+
     // By digest too: the manifest's digest pins the same image.
     let digest = image.manifest_digest.clone();
     let by_digest = format!("{}/test/busybox@{digest}", registry.addr);

@@ -486,6 +486,7 @@ impl EngineApi for Api {
                         done: p.done,
                         total: p.total,
                         image: None,
+                        existed: p.existed,
                     }));
                 }
             };

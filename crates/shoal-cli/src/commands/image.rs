@@ -363,6 +363,13 @@ pub async fn pull(host: &str, args: PullArgs) -> Result<i32> {
             }
         };
         let finished_now = layers[at].1 < layers[at].2 && msg.done >= msg.total;
+        if msg.existed {
+            if !args.quiet && !tty {
+                println!("{}: Already exists", short_blob(&msg.digest));
+            }
+            layers[at].1 = msg.total;
+            continue;
+        }
         layers[at].1 = msg.done;
         if tty {
             // Redraw every line: up over what was drawn, then the table again.
