@@ -54,7 +54,7 @@ impl Conn {
                     ops: vec![shoal_store::Op::Create {
                         table: "bench".into(),
                         id: key.into(),
-                        data: serde_json::Value::String(value.into()),
+                        data: serde_json::value::to_raw_value(value)?,
                         indexes: vec![],
                     }],
                 };
