@@ -36,6 +36,22 @@ impl Engine {
         self.blocking(move |s| s.layer_dirs(&image)).await
     }
 
+    /// The daemon's registry settings, with `credentials` for `reference`'s registry.
+    fn registry_options(
+        &self,
+        reference: &str,
+        credentials: Option<(String, String)>,
+    ) -> Result<shoal_image::RegistryOptions> {
+        let mut opts = self.inner.cfg.registries.clone();
+        if let Some(c) = credentials {
+            let domain = shoal_image::reference::parse(reference)
+                .map_err(image_error)?
+                .domain;
+            opts.credentials.insert(domain, c);
+        }
+        Ok(opts)
+    }
+
     /// Pull `reference` from its registry, with `credentials` (user, password) if given;
     /// `progress` hears how each blob's download goes.
     pub async fn pull_image(
@@ -44,14 +60,8 @@ impl Engine {
         credentials: Option<(String, String)>,
         progress: impl Fn(shoal_image::PullProgress) + Send + Sync + 'static,
     ) -> Result<LoadedImage> {
-        let mut opts = self.inner.cfg.registries.clone();
+        let opts = self.registry_options(reference, credentials)?;
         let r = reference.to_string();
-        if let Some(c) = credentials {
-            let domain = shoal_image::reference::parse(&r)
-                .map_err(image_error)?
-                .domain;
-            opts.credentials.insert(domain, c);
-        }
         self.blocking(move |s| s.pull_with_progress(&r, &opts, &progress))
             .await
     }
@@ -63,14 +73,8 @@ impl Engine {
         reference: &str,
         credentials: Option<(String, String)>,
     ) -> Result<(String, String)> {
-        let mut opts = self.inner.cfg.registries.clone();
+        let opts = self.registry_options(reference, credentials)?;
         let r = reference.to_string();
-        if let Some(c) = credentials {
-            let domain = shoal_image::reference::parse(&r)
-                .map_err(image_error)?
-                .domain;
-            opts.credentials.insert(domain, c);
-        }
         tokio::task::spawn_blocking(move || shoal_image::resolve(&r, &opts))
             .await
             .map_err(|e| Error::Internal(format!("resolve task failed: {e}")))?
@@ -84,14 +88,8 @@ impl Engine {
         credentials: Option<(String, String)>,
         progress: impl Fn(shoal_image::PushProgress) + Send + Sync + 'static,
     ) -> Result<shoal_image::Pushed> {
-        let mut opts = self.inner.cfg.registries.clone();
+        let opts = self.registry_options(reference, credentials)?;
         let r = reference.to_string();
-        if let Some(c) = credentials {
-            let domain = shoal_image::reference::parse(&r)
-                .map_err(image_error)?
-                .domain;
-            opts.credentials.insert(domain, c);
-        }
         self.blocking(move |s| s.push(&r, &opts, &progress)).await
     }
 

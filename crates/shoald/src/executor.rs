@@ -346,19 +346,26 @@ async fn fetch(engine: &Engine, spec: &api::TaskSpec) -> Result<(), String> {
     } else {
         &spec.image_id
     };
-    if engine.image(wanted).await.is_ok() {
-        return Ok(()); // another task's pull brought it
+    let pulled = if engine.image(wanted).await.is_ok() {
+        Ok(()) // another task's pull brought it
+    } else {
+        engine
+            .pull_image(source, registry_credentials(&spec.registry_auth), |_| {})
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "image {} is not on this node and pulling {source} failed: {e} (or load it here with \"shoal image load\")",
+                    spec.image
+                )
+            })
+    };
+    // The last one waiting forgets the lock: the map holds only pulls in progress.
+    let mut pulls = PULLS.lock().unwrap_or_else(|e| e.into_inner());
+    if std::sync::Arc::strong_count(&lock) <= 2 {
+        pulls.remove(source);
     }
-    engine
-        .pull_image(source, registry_credentials(&spec.registry_auth), |_| {})
-        .await
-        .map(|_| ())
-        .map_err(|e| {
-            format!(
-                "image {} is not on this node and pulling {source} failed: {e} (or load it here with \"shoal image load\")",
-                spec.image
-            )
-        })
+    pulled
 }
 
 /// Prepare, create and start a task's container; the status to report.
