@@ -12,6 +12,11 @@ fi
 deploy/install-deps.sh
 deploy/clean-stale.sh
 
+# A fresh clone builds once: incremental caches would only take disk space.
+if [ "${CI:-}" = true ]; then
+  export CARGO_INCREMENTAL=0
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
