@@ -27,7 +27,12 @@ pub struct Cluster {
 impl Cluster {
     /// `n` hosts on one LAN, no swarm yet.
     pub fn hosts(n: usize) -> Cluster {
-        let hosts: Vec<Daemon> = (0..n).map(|_| Daemon::start()).collect();
+        Cluster::hosts_with_env(n, &[])
+    }
+
+    /// [`Cluster::hosts`] whose daemons run with `env` (test hooks).
+    pub fn hosts_with_env(n: usize, env: &[(&str, &str)]) -> Cluster {
+        let hosts: Vec<Daemon> = (0..n).map(|_| Daemon::start_with_env(env)).collect();
         let ns: Vec<std::path::PathBuf> = hosts.iter().map(Daemon::netns).collect();
         let refs: Vec<&std::path::Path> = ns.iter().map(|p| p.as_path()).collect();
         let ips = shoal_testkit::lan(&refs);
@@ -41,7 +46,17 @@ impl Cluster {
     /// A swarm: host 0 inits it (heartbeat `heartbeat`), hosts 1..managers join as managers,
     /// the rest as workers.
     pub fn swarm(managers: usize, workers: usize, heartbeat: &str) -> Cluster {
-        let c = Cluster::hosts(managers + workers);
+        Cluster::swarm_with_env(managers, workers, heartbeat, &[])
+    }
+
+    /// [`Cluster::swarm`] whose daemons run with `env` (test hooks).
+    pub fn swarm_with_env(
+        managers: usize,
+        workers: usize,
+        heartbeat: &str,
+        env: &[(&str, &str)],
+    ) -> Cluster {
+        let c = Cluster::hosts_with_env(managers + workers, env);
         c.hosts[0].ok(&[
             "swarm",
             "init",
@@ -59,6 +74,19 @@ impl Cluster {
             c.hosts[i].ok(&["swarm", "join", "--token", token, &via]);
         }
         c
+    }
+
+    /// Running containers of service `svc` on host `i`.
+    pub fn containers(&self, i: usize, svc: &str) -> usize {
+        self.hosts[i]
+            .ok(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=com.docker.swarm.service.name={svc}"),
+            ])
+            .lines()
+            .count()
     }
 
     /// One more host on the LAN (not in the swarm); its index.

@@ -55,19 +55,6 @@ fn running_on(c: &Cluster, from: usize, svc: &str) -> Vec<String> {
     v
 }
 
-/// Containers of the service on host `i`.
-fn containers(c: &Cluster, i: usize, svc: &str) -> usize {
-    c.hosts[i]
-        .ok(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={svc}"),
-        ])
-        .lines()
-        .count()
-}
-
 #[test]
 fn a_replicated_service_spreads_heals_scales_and_goes() {
     let mut c = ready_swarm(1, 2);
@@ -93,7 +80,7 @@ fn a_replicated_service_spreads_heals_scales_and_goes() {
     assert_eq!(running_on(&c, 0, "web").len(), 3);
     // Spread: one container per host (the hosts share a hostname, so count on each).
     for i in 0..3 {
-        assert_eq!(containers(&c, i, "web"), 1, "host {i}");
+        assert_eq!(c.containers(i, "web"), 1, "host {i}");
     }
     let ls = c.hosts[0].ok(&["service", "ls"]);
     assert!(
@@ -112,8 +99,7 @@ fn a_replicated_service_spreads_heals_scales_and_goes() {
     c.kill9(2);
     let killed = std::time::Instant::now();
     wait_until("the lost task runs elsewhere", SETTLE, || {
-        running_on(&c, 0, "web").len() == 3
-            && containers(&c, 0, "web") + containers(&c, 1, "web") == 3
+        running_on(&c, 0, "web").len() == 3 && c.containers(0, "web") + c.containers(1, "web") == 3
     });
     eprintln!("replaced after {:?}", killed.elapsed());
     let ps = c.hosts[0].ok(&["service", "ps", "web"]);
@@ -127,22 +113,21 @@ fn a_replicated_service_spreads_heals_scales_and_goes() {
     c.hosts[0].ok(&["node", "update", "--availability", "drain", &worker]);
     wait_until("the drained node's task moved", SETTLE, || {
         running_on(&c, 0, "web").len() == 3
-            && containers(&c, 1, "web") == 0
-            && containers(&c, 0, "web") == 3
+            && c.containers(1, "web") == 0
+            && c.containers(0, "web") == 3
     });
     c.hosts[0].ok(&["node", "update", "--availability", "active", &worker]);
 
     // Scale down to 1: the other containers go.
     c.hosts[0].ok(&["service", "scale", "web=1"]);
     wait_until("one task left", SETTLE, || {
-        running_on(&c, 0, "web").len() == 1
-            && containers(&c, 0, "web") + containers(&c, 1, "web") == 1
+        running_on(&c, 0, "web").len() == 1 && c.containers(0, "web") + c.containers(1, "web") == 1
     });
 
     // Removing the service removes its containers everywhere.
     c.hosts[0].ok(&["service", "rm", "web"]);
     wait_until("the containers are gone", SETTLE, || {
-        containers(&c, 0, "web") == 0 && containers(&c, 1, "web") == 0
+        c.containers(0, "web") == 0 && c.containers(1, "web") == 0
     });
     let (_, e) = c.hosts[0].fails(&["service", "inspect", "web"]);
     assert!(e.contains("no such service"), "{e}");
@@ -223,7 +208,7 @@ fn rolling_updates_roll_back_and_keep_the_running_count() {
     c.hosts[0].ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
     let (mut lo, mut hi) = (usize::MAX, 0);
     wait_until("the update completes", Duration::from_secs(60), || {
-        let n: usize = (0..3).map(|i| containers(&c, i, "web")).sum();
+        let n: usize = (0..3).map(|i| c.containers(i, "web")).sum();
         lo = lo.min(n);
         hi = hi.max(n);
         let v: Value =
@@ -299,12 +284,12 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
     let token = c.token("worker");
     c.hosts[new].ok(&["swarm", "join", "--token", &token, &c.addr(0)]);
     wait_until("the new node runs one", SETTLE, || {
-        running_on(&c, 0, "agent").len() == 3 && containers(&c, new, "agent") == 1
+        running_on(&c, 0, "agent").len() == 3 && c.containers(new, "agent") == 1
     });
     let worker = c.node_id(1);
     c.hosts[0].ok(&["node", "update", "--availability", "drain", &worker]);
     wait_until("the drained node's task is gone", SETTLE, || {
-        running_on(&c, 0, "agent").len() == 2 && containers(&c, 1, "agent") == 0
+        running_on(&c, 0, "agent").len() == 2 && c.containers(1, "agent") == 0
     });
 
     // The daemon of a node restarts: its task's container is found again, not restarted
@@ -346,7 +331,7 @@ fn global_services_follow_nodes_and_agents_survive_a_daemon_restart() {
 
     // A node that leaves the swarm takes its tasks' containers with it (as docker's).
     c.hosts[new].ok(&["swarm", "leave"]);
-    assert_eq!(containers(&c, new, "agent"), 0);
+    assert_eq!(c.containers(new, "agent"), 0);
     assert_eq!(c.hosts[new].ok(&["ps", "-aq"]), "");
 }
 
@@ -592,7 +577,7 @@ fn a_start_first_update_carries_on_across_a_leader_kill() {
             "1s",
         ],
     );
-    let on_workers = |c: &Cluster| containers(c, 3, "web") + containers(c, 4, "web");
+    let on_workers = |c: &Cluster| c.containers(3, "web") + c.containers(4, "web");
     assert_eq!(on_workers(&c), 4);
 
     c.hosts[0].ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
@@ -662,8 +647,8 @@ fn constraints_and_placement_preferences_are_honoured() {
             "spread=node.labels.zone",
         ],
     );
-    assert_eq!(containers(&c, 2, "spread"), 2);
-    assert_eq!(containers(&c, 0, "spread") + containers(&c, 1, "spread"), 2);
+    assert_eq!(c.containers(2, "spread"), 2);
+    assert_eq!(c.containers(0, "spread") + c.containers(1, "spread"), 2);
     // A constraint keeps every task off the nodes that do not match.
     create_sleeper(
         &c,
@@ -676,8 +661,8 @@ fn constraints_and_placement_preferences_are_honoured() {
             "node.labels.zone==a",
         ],
     );
-    assert_eq!(containers(&c, 2, "onlya"), 0);
-    assert_eq!(containers(&c, 0, "onlya") + containers(&c, 1, "onlya"), 3);
+    assert_eq!(c.containers(2, "onlya"), 0);
+    assert_eq!(c.containers(0, "onlya") + c.containers(1, "onlya"), 3);
 }
 
 /// Tasks of `svc` that failed, as `svc ps` (with history) shows them.

@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "shoal/v1/swarm.proto",
         "shoal/v1/nodeca.proto",
         "shoal/v1/service.proto",
+        "shoal/v1/content.proto",
     ]
     .map(|f| root.join(f));
     for f in &files {

@@ -105,7 +105,7 @@ enum Command {
     Load(image::LoadArgs),
     /// Pull an image from a registry.
     Pull(image::PullArgs),
-    /// Push an image to a registry.
+    /// Push an image to a registry, or to the swarm (a name without a registry).
     Push(image::PushArgs),
     /// Log in to a registry (the credentials are kept for this user, 0600).
     Login(image::LoginArgs),

@@ -66,6 +66,30 @@ impl Engine {
             .await
     }
 
+    /// Pull `reference` from `source` (a swarm's content store) into the local store.
+    pub async fn pull_from(
+        &self,
+        source: std::sync::Arc<dyn shoal_image::Source + Send>,
+        reference: &str,
+        progress: impl Fn(shoal_image::PullProgress) + Send + Sync + 'static,
+    ) -> Result<LoadedImage> {
+        let r = reference.to_string();
+        self.blocking(move |s| s.pull_from(&*source, &r, &progress))
+            .await
+    }
+
+    /// The blobs of the local image `reference`, manifest first.
+    pub async fn image_content(&self, reference: &str) -> Result<shoal_image::ImageContent> {
+        let r = reference.to_string();
+        self.blocking(move |s| s.content(&r)).await
+    }
+
+    /// A local blob's file, to send it somewhere.
+    pub async fn open_blob(&self, digest: &str) -> Result<std::fs::File> {
+        let d = digest.to_string();
+        self.blocking(move |s| s.open_blob(&d)).await
+    }
+
     /// What `reference` names on its registry: (image id, reference pinned to the manifest's
     /// digest).
     pub async fn resolve_remote(

@@ -7,7 +7,7 @@ use sha2::{Digest as _, Sha256};
 use crate::reference::is_full_hex_id;
 
 /// `sha256:<hex>` of `bytes`.
-pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
+pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
@@ -73,6 +73,10 @@ impl<W: Write> HashingWriter<W> {
             hasher: Sha256::new(),
             count: 0,
         }
+    }
+
+    pub(crate) fn written(&self) -> u64 {
+        self.count
     }
 
     /// `(digest, bytes written, inner writer)`.

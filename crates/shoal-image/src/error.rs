@@ -65,6 +65,11 @@ pub enum Error {
     #[error("registry {0}")]
     Registry(String),
 
+    /// A content store lacks a blob, or a blob sent to or from one is not what its digest
+    /// names (the message says which and where).
+    #[error("{0}")]
+    Content(String),
+
     /// A file system operation failed.
     #[error("{context}: {source}")]
     Io {

@@ -30,6 +30,7 @@ mod archive;
 mod blob;
 mod compression;
 mod config;
+mod content;
 mod digest;
 mod error;
 mod fsutil;
@@ -46,11 +47,13 @@ mod store;
 mod unpack;
 
 pub use config::{HealthConfig, Image, ImageConfig};
+pub use content::{manifest_blobs, BlobWriter, ContentStore, ImageContent, StoredBlob};
+pub use digest::sha256_digest;
 pub use error::{Error, Result};
 pub use load::LoadedImage;
 pub use reference::Reference;
 pub use registry::{
-    resolve, OnProgress, PullProgress, PushProgress, Pushed, Registry, RegistryOptions,
+    resolve, OnProgress, PullProgress, PushProgress, Pushed, Registry, RegistryOptions, Source,
 };
 pub use remove::Removed;
 pub use store::ImageStore;

@@ -580,6 +580,46 @@ fn tls_config(host: &str, certs_dir: Option<&Path>) -> Result<rustls::ClientConf
         .with_no_client_auth())
 }
 
+/// Where a pull gets manifests and blobs: a registry, or a swarm's content store.
+pub trait Source: Sync {
+    /// Names the source in messages (`localhost:5000`, `the swarm's managers`).
+    fn describe(&self) -> String;
+
+    /// The manifest or index `reference` (a tag or a digest) names in `repo`: its bytes,
+    /// media type (empty if the source does not say) and digest.
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refusing, or no such manifest.
+    fn manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String, String)>;
+
+    /// The content of blob `digest` (checked by the caller).
+    ///
+    /// # Errors
+    ///
+    /// Unreachable, refusing, or no such blob.
+    fn blob(&self, repo: &str, digest: &str) -> Result<Box<dyn Read + Send + '_>>;
+
+    /// An error of this source about `what`.
+    fn error(&self, what: String) -> Error {
+        Error::Registry(format!("{}: {what}", self.describe()))
+    }
+}
+
+impl Source for Registry {
+    fn describe(&self) -> String {
+        self.host.clone()
+    }
+
+    fn manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, String, String)> {
+        Registry::manifest(self, repo, reference)
+    }
+
+    fn blob(&self, repo: &str, digest: &str) -> Result<Box<dyn Read + Send + '_>> {
+        Ok(Box::new(Registry::blob(self, repo, digest)?))
+    }
+}
+
 /// What a reference names on its registry, without fetching any layer: the image id (its
 /// config's digest, for this host's platform) and a reference pinned to the manifest's
 /// digest (`host/repo@sha256:…`), which names that content whatever the tag says later.
@@ -607,7 +647,7 @@ struct Found {
 }
 
 /// The manifest for this host's platform (else linux/amd64) behind `r`.
-fn platform_manifest(registry: &Registry, r: &Reference) -> Result<Found> {
+fn platform_manifest(registry: &dyn Source, r: &Reference) -> Result<Found> {
     let repo = r.path.as_str();
     let wanted = r
         .digest
@@ -616,7 +656,7 @@ fn platform_manifest(registry: &Registry, r: &Reference) -> Result<Found> {
         .unwrap_or_else(|| "latest".into());
     let parse = |bytes: &[u8], t: &str| {
         ManifestKind::parse(bytes, media(t))
-            .map_err(|e| registry_error(&registry.host, format!("manifest of {repo}: {e}")))
+            .map_err(|e| registry.error(format!("manifest of {repo}: {e}")))
     };
     let top = registry.manifest(repo, &wanted)?;
     let (chosen, manifest) = match parse(&top.0, &top.1)? {
@@ -625,7 +665,7 @@ fn platform_manifest(registry: &Registry, r: &Reference) -> Result<Found> {
             let d = select_platform(&index.manifests).ok_or_else(|| {
                 Error::Unsupported(format!(
                     "{}/{repo}:{wanted} has no image for linux/{} or linux/amd64",
-                    registry.host,
+                    registry.describe(),
                     crate::manifest::host_architecture()
                 ))
             })?;
@@ -633,10 +673,7 @@ fn platform_manifest(registry: &Registry, r: &Reference) -> Result<Found> {
             match parse(&bytes, d.media_type.as_deref().unwrap_or(&t))? {
                 ManifestKind::Manifest(m) => (Some((bytes, digest)), m),
                 ManifestKind::Index(_) => {
-                    return Err(registry_error(
-                        &registry.host,
-                        format!("{repo}: an index inside an index"),
-                    ))
+                    return Err(registry.error(format!("{repo}: an index inside an index")))
                 }
             }
         }
@@ -675,18 +712,33 @@ impl ImageStore {
     ) -> Result<LoadedImage> {
         let r = reference::parse(reference)?;
         let registry = Registry::new(&r.domain, opts)?;
+        self.pull_from(&registry, reference, progress)
+    }
+
+    /// [`ImageStore::pull_with_progress`] from `source`: the same checks, the same import.
+    ///
+    /// # Errors
+    ///
+    /// As [`ImageStore::pull`], with the source's own errors.
+    pub fn pull_from(
+        &self,
+        source: &dyn Source,
+        reference: &str,
+        progress: OnProgress<'_>,
+    ) -> Result<LoadedImage> {
+        let r = reference::parse(reference)?;
         let _shared = self.gc_shared();
         let work = TmpDir::new(&self.tmp, "pull")?;
-        let staging = self.stage_pull(&registry, &r, work.path(), progress)?;
+        let staging = self.stage_pull(source, &r, work.path(), progress)?;
         let mut loaded = self.import_staged(&staging, work.path())?;
         loaded
             .pop()
-            .ok_or_else(|| Error::Registry(format!("{reference}: the registry sent no image")))
+            .ok_or_else(|| source.error(format!("{reference}: no image came")))
     }
 
     fn stage_pull(
         &self,
-        registry: &Registry,
+        registry: &dyn Source,
         r: &Reference,
         work: &Path,
         progress: OnProgress<'_>,
@@ -859,7 +911,7 @@ fn media(t: &str) -> Option<&str> {
 
 /// Download one blob into `file`, checking its size and digest.
 fn fetch_blob(
-    registry: &Registry,
+    registry: &dyn Source,
     repo: &str,
     d: &Descriptor,
     file: &Path,
@@ -881,23 +933,19 @@ fn fetch_blob(
         .map_err(Error::with_io(format!("writing {}", file.display())))?;
     let mut out = crate::digest::HashingWriter::new(out);
     std::io::copy(&mut content, &mut out)
-        .map_err(|e| registry_error(&registry.host, format!("downloading {}: {e}", d.digest)))?;
+        .map_err(|e| registry.error(format!("downloading {}: {e}", d.digest)))?;
     let (digest, size, _) = out.finish();
     if size != d.size {
-        return Err(registry_error(
-            &registry.host,
-            format!(
-                "blob {} is {size} bytes, the manifest says {}",
-                d.digest, d.size
-            ),
-        ));
+        return Err(registry.error(format!(
+            "blob {} is {size} bytes, the manifest says {}",
+            d.digest, d.size
+        )));
     }
     if digest != d.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("blob of {}/{repo}", registry.host),
-            expected: d.digest.clone(),
-            actual: digest,
-        });
+        return Err(registry.error(format!(
+            "blob {} of {repo} arrived with content that hashes to {digest}: damaged in transit or at the source; nothing was stored",
+            d.digest
+        )));
     }
     progress(PullProgress {
         digest: d.digest.clone(),

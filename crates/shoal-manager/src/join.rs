@@ -116,7 +116,39 @@ pub async fn client(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<NodeCaClient<Channel>> {
-    let endpoint = endpoint(addr)?
+    Ok(NodeCaClient::new(
+        node_ca_channel(addr, ca_pem, cert_pem, key_pem).await?,
+    ))
+}
+
+/// A mutual-TLS connection to the manager at `addr`, as the holder of `cert_pem`, for any of
+/// the swarm port's services. Calls on it have no deadline of their own (a blob transfer
+/// takes as long as it takes): the caller sets one where it needs one.
+pub async fn channel(addr: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(format!("https://{addr}"))
+        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
+        .map_err(|e| Error::Other(format!("manager address {addr:?}: {e}")))?;
+    mutual_tls(endpoint, addr, ca_pem, cert_pem, key_pem).await
+}
+
+/// [`client`]'s connection, with the node CA calls' deadline.
+async fn node_ca_channel(
+    addr: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Channel> {
+    mutual_tls(endpoint(addr)?, addr, ca_pem, cert_pem, key_pem).await
+}
+
+async fn mutual_tls(
+    endpoint: Endpoint,
+    addr: &str,
+    ca_pem: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Channel> {
+    let endpoint = endpoint
         .tls_config(
             ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(ca_pem))
@@ -124,7 +156,7 @@ pub async fn client(
                 .domain_name(MANAGER_NAME),
         )
         .map_err(|e| Error::Other(format!("TLS: {e}")))?;
-    Ok(NodeCaClient::new(connect(endpoint, addr).await?))
+    connect(endpoint, addr).await
 }
 
 /// A new manager (already serving its store at `my_addr`) asks the manager at `addr` to

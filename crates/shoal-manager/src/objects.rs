@@ -157,3 +157,28 @@ impl Object for RemovedNode {
         &self.id
     }
 }
+
+/// A swarm image: its names and blobs (the bytes live in the managers' content stores, never
+/// in the log), keyed by its manifest's digest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SwarmImage(pub shoal_api::v1::SwarmImage);
+
+impl Object for SwarmImage {
+    const TABLE: &'static str = "images";
+    // The store's key is the manifest digest; `id` is the image id (the config's digest).
+    #[allow(clippy::misnamed_getters)]
+    fn id(&self) -> &str {
+        &self.0.manifest_digest
+    }
+    fn indexes(&self) -> Vec<shoal_store::IndexKey> {
+        let mut ix: Vec<_> = self
+            .0
+            .names
+            .iter()
+            .map(|n| unique_index("name", n))
+            .collect();
+        ix.push(index("id", &self.0.id));
+        ix
+    }
+}

@@ -14,11 +14,19 @@ pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
     pub cgroup_parent: String,
+    /// Environment the daemon runs with (test hooks), kept across restarts.
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
 impl Daemon {
     pub fn start() -> Daemon {
+        Daemon::start_with_env(&[])
+    }
+
+    /// A daemon with these environment variables (test hooks such as
+    /// `SHOAL_TEST_CONTENT_RATE`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Daemon {
         let name = unique_name("sh");
         let root = PathBuf::from("/tmp").join(&name);
         std::fs::create_dir_all(&root).expect("create daemon root");
@@ -29,6 +37,10 @@ impl Daemon {
             socket: root.join("s.sock"),
             cgroup_parent: format!("shoal-t-{name}"),
             root,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
         };
         d.spawn();
@@ -91,6 +103,7 @@ impl Daemon {
             .arg(&self.cgroup_parent)
             .arg("--log-level")
             .arg("debug")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)

@@ -16,6 +16,8 @@ use shoal_api::ContainerStatus;
 use shoal_engine::Engine;
 use tokio_stream::StreamExt;
 
+use crate::content::Fetcher;
+
 pub(crate) type NodeCaClient = api::node_ca_client::NodeCaClient<tonic::transport::Channel>;
 
 pub(crate) const TASK_LABEL: &str = "com.docker.swarm.task.id";
@@ -47,6 +49,14 @@ pub async fn run(ex: Executor) {
     let mut next = 0usize;
     // What this node last reported per task, to send only changes.
     let mut reported: HashMap<String, api::TaskStatus> = HashMap::new();
+    let content = Fetcher {
+        managers: ex.managers.clone(),
+        creds: crate::swarm::Creds {
+            ca: ex.ca.clone(),
+            cert: ex.cert.clone(),
+            key: ex.key.clone(),
+        },
+    };
     loop {
         if ex.managers.is_empty() {
             return;
@@ -91,10 +101,12 @@ pub async fn run(ex: Executor) {
                     None => break,
                 },
                 _ = tick.tick() => {}
+                // An image fetch ended: its tasks go on.
+                _ = FETCHED.notified() => {}
             }
             let Some(tasks) = &tasks else { continue };
             let tasks: Vec<api::Task> = tasks.values().cloned().collect();
-            let updates = reconcile(&ex.engine, &tasks, &mut reported).await;
+            let updates = reconcile(&ex.engine, &content, &tasks, &mut reported).await;
             if !updates.is_empty() {
                 report(&mut client, updates).await;
             }
@@ -147,6 +159,7 @@ async fn report(client: &mut NodeCaClient, updates: Vec<api::TaskStatusUpdate>) 
 /// Bring the node's containers in line with `tasks`; the status changes to report.
 async fn reconcile(
     engine: &Engine,
+    content: &Fetcher,
     tasks: &[api::Task],
     reported: &mut HashMap<String, api::TaskStatus>,
 ) -> Vec<api::TaskStatusUpdate> {
@@ -297,7 +310,8 @@ async fn reconcile(
         }
     }
     // New tasks start at once, not one after the other (a scale up puts many on a node).
-    let started = futures::future::join_all(to_start.iter().map(|t| start(engine, t))).await;
+    let started =
+        futures::future::join_all(to_start.iter().map(|t| start(engine, content, t))).await;
     for (t, st) in to_start.into_iter().zip(started) {
         say(t, st, reported);
     }
@@ -321,55 +335,121 @@ pub(crate) fn registry_credentials(auth: &str) -> Option<(String, String)> {
     Some((u.to_owned(), p.to_owned()))
 }
 
-/// Pull a task's missing image from its registry, by the manifest digest the managers
-/// pinned. Tasks starting together with the same image wait for one pull.
-async fn fetch(engine: &Engine, spec: &api::TaskSpec) -> Result<(), String> {
-    static PULLS: std::sync::LazyLock<
-        std::sync::Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
-    > = std::sync::LazyLock::new(Default::default);
+/// Image fetches in progress or failed, by what is fetched: tasks starting together with
+/// the same image wait for one fetch, and learn how it ended.
+static FETCHES: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Fetch>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Told when a fetch ends, so the tasks waiting on it go on at once.
+static FETCHED: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+enum Fetch {
+    Running,
+    /// Why, and when: every task that waited on it hears why; a later one tries again.
+    Failed(String, std::time::Instant),
+}
+
+/// Where a task's missing image comes from: the swarm's content store when the managers
+/// have it (by the manifest digest they pinned), else its registry. Runs in the background;
+/// `Ok(false)` while it does (the task is preparing), `Ok(true)` once the image is here,
+/// `Err` with the reason when it could not be fetched.
+fn fetch(engine: &Engine, content: &Fetcher, spec: &api::TaskSpec) -> Result<bool, String> {
     // Unresolved by the managers (they could not reach its registry): by name, as docker's
     // nodes do then.
     let source = if spec.image_pinned.is_empty() {
-        &spec.image
+        spec.image.clone()
     } else {
-        &spec.image_pinned
+        spec.image_pinned.clone()
     };
-    let lock = PULLS
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(source.clone())
-        .or_default()
-        .clone();
-    let _one = lock.lock().await;
-    let wanted = if spec.image_id.is_empty() {
-        source
-    } else {
-        &spec.image_id
-    };
-    let pulled = if engine.image(wanted).await.is_ok() {
-        Ok(()) // another task's pull brought it
-    } else {
-        engine
-            .pull_image(source, registry_credentials(&spec.registry_auth), |_| {})
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "image {} is not on this node and pulling {source} failed: {e} (or load it here with \"shoal image load\")",
-                    spec.image
-                )
-            })
-    };
-    // The last one waiting forgets the lock: the map holds only pulls in progress.
-    let mut pulls = PULLS.lock().unwrap_or_else(|e| e.into_inner());
-    if std::sync::Arc::strong_count(&lock) <= 2 {
-        pulls.remove(source);
+    let mut fetches = FETCHES.lock().unwrap_or_else(|e| e.into_inner());
+    match fetches.remove(&source) {
+        Some(Fetch::Running) => {
+            fetches.insert(source, Fetch::Running);
+            return Ok(false);
+        }
+        Some(Fetch::Failed(why, at)) if at.elapsed() < Duration::from_secs(5) => {
+            fetches.insert(source, Fetch::Failed(why.clone(), at));
+            return Err(why);
+        }
+        _ => {}
     }
-    pulled
+    fetches.insert(source.clone(), Fetch::Running);
+    drop(fetches);
+    let (engine, content, spec) = (engine.clone(), content.clone(), spec.clone());
+    tokio::spawn(async move {
+        let wanted = if spec.image_id.is_empty() {
+            &source
+        } else {
+            &spec.image_id
+        };
+        let outcome = if engine.image(wanted).await.is_ok() {
+            Ok(()) // here meanwhile
+        } else {
+            fetch_now(&engine, &content, &spec, &source).await
+        };
+        let mut fetches = FETCHES.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => {
+                fetches.remove(&source);
+            }
+            Err(why) => {
+                tracing::warn!(image = %source, error = %why, "cannot fetch a task's image");
+                fetches.insert(source, Fetch::Failed(why, std::time::Instant::now()));
+            }
+        }
+        drop(fetches);
+        FETCHED.notify_waiters();
+    });
+    Ok(false)
+}
+
+async fn fetch_now(
+    engine: &Engine,
+    content: &Fetcher,
+    spec: &api::TaskSpec,
+    source: &str,
+) -> Result<(), String> {
+    let swarm = crate::content::lookup(&content.managers, &content.creds, source).await;
+    match swarm {
+        Ok(Some(image)) => {
+            let reference = crate::content::pinned(&image);
+            let from = std::sync::Arc::new(crate::content::SwarmSource::new(content.clone()));
+            engine
+                .pull_from(from, &reference, |_| {})
+                .await
+                .map_err(|e| {
+                    format!(
+                        "image {} ({}) is a swarm image, but fetching it from the managers failed: {e}",
+                        spec.image, image.manifest_digest
+                    )
+                })?;
+            // Its names, as on the node it was published from.
+            for name in &image.names {
+                let _ = engine.tag_image(&image.id, name).await;
+            }
+            Ok(())
+        }
+        found => {
+            let asked = match found {
+                Err(e) => format!(" (the swarm's content store could not be asked: {e})"),
+                _ => String::new(),
+            };
+            engine
+                .pull_image(source, registry_credentials(&spec.registry_auth), |_| {})
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    format!(
+                        "image {} is not on this node, not a swarm image{asked}, and pulling {source} failed: {e} (publish it to the swarm with \"shoal image push {}\" or \"shoal image load\" on any node)",
+                        spec.image, spec.image
+                    )
+                })
+        }
+    }
 }
 
 /// Prepare, create and start a task's container; the status to report.
-async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
+async fn start(engine: &Engine, content: &Fetcher, t: &api::Task) -> api::TaskStatus {
     let spec = t.spec.clone().unwrap_or_default();
     let image = if spec.image_id.is_empty() {
         spec.image.clone()
@@ -377,10 +457,14 @@ async fn start(engine: &Engine, t: &api::Task) -> api::TaskStatus {
         spec.image_id.clone()
     };
     if engine.image(&image).await.is_err() {
-        if let Err(why) = fetch(engine, &spec).await {
-            let mut st = status("rejected", "preparing");
-            st.err = why;
-            return st;
+        match fetch(engine, content, &spec) {
+            Ok(true) => {}
+            Ok(false) => return status("preparing", "fetching the image"),
+            Err(why) => {
+                let mut st = status("rejected", "preparing");
+                st.err = why;
+                return st;
+            }
         }
     }
     let resources = spec.resources.unwrap_or_default();

@@ -4,6 +4,7 @@
 //! stop them; the next shoald re-attaches.
 
 mod api;
+mod content;
 mod executor;
 mod hollow;
 mod services;

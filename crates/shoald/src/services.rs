@@ -104,11 +104,24 @@ impl ServicesApi {
         }
     }
 
-    /// What every node is to run for `reference`, so they all run the same content: the
+    /// What every node is to run for `reference`, so they all run the same content: a swarm
+    /// image's id and manifest digest (every node fetches it from the managers); else the
     /// image's id here; else what its registry says (the id, and the manifest's digest a node
     /// that lacks the image pulls); else nothing (the nodes resolve the name themselves, as
     /// docker does when "image could not be accessed on a registry to record its digest").
-    async fn resolve_image(&self, reference: &str, auth: &str) -> (String, String) {
+    async fn resolve_image(&self, a: &Active, reference: &str, auth: &str) -> (String, String) {
+        if let Ok(replica) = a.r() {
+            match crate::content::find(replica, reference) {
+                Ok(Some(i)) => {
+                    let pinned = crate::content::pinned(&i);
+                    return (i.id, pinned);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(image = %reference, error = %e.message(), "looking up the swarm's images")
+                }
+            }
+        }
         if let Ok(i) = self.engine.image(reference).await {
             return (i.id, String::new());
         }
@@ -362,7 +375,10 @@ impl Services for ServicesApi {
                     {
                         let (id, pinned) = match &resolved {
                             Some((image, id)) if *image == task.image => id.clone(),
-                            _ => self.resolve_image(&task.image, &task.registry_auth).await,
+                            _ => {
+                                self.resolve_image(&a, &task.image, &task.registry_auth)
+                                    .await
+                            }
                         };
                         resolved = Some((task.image.clone(), (id.clone(), pinned.clone())));
                         task.image_id = id;
@@ -400,8 +416,9 @@ impl Services for ServicesApi {
         validate(&spec).map_err(Status::invalid_argument)?;
         let a = self.manager().await?;
         if let Some(task) = spec.task.as_mut() {
-            (task.image_id, task.image_pinned) =
-                self.resolve_image(&task.image, &task.registry_auth).await;
+            (task.image_id, task.image_pinned) = self
+                .resolve_image(&a, &task.image, &task.registry_auth)
+                .await;
         }
         let stamp = now();
         let service = Service {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use shoal_api::v1::swarm_server::{Swarm, SwarmServer};
 use shoal_api::v1::{
     CaRequest, CaResponse, JoinTokenRequest, JoinTokenResponse, LeaveRequest, LeaveResponse,
-    ListNodesRequest, ListNodesResponse, NodeRef, RemoveNodeRequest, RemoveNodeResponse, SwarmInfo,
+    ListNodesRequest, ListNodesResponse, ListSwarmImagesRequest, ListSwarmImagesResponse, NodeRef,
+    PublishImageProgress, PublishImageRequest, RemoveNodeRequest, RemoveNodeResponse, SwarmInfo,
     SwarmInitRequest, SwarmInitResponse, SwarmInspectRequest, SwarmJoinRequest, SwarmJoinResponse,
     SwarmNode, SwarmUpdateRequest, UpdateNodeRequest,
 };
@@ -300,7 +301,24 @@ impl SwarmApi {
             cfg.security.clone(),
             broker.clone(),
         );
-        replica.serve_with(listener, move |router| router.add_service(node_ca))?;
+        let content = Arc::new(crate::content::ContentService {
+            replica: replica.clone(),
+            store: Arc::new(
+                shoal_image::ContentStore::open(&self.dir.join("content"))
+                    .map_err(|e| anyhow::anyhow!("open the swarm's content store: {e}"))?,
+            ),
+            creds: Creds {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            me: m.advertise_addr.clone(),
+        });
+        let content_server = crate::content::service(content.clone());
+        replica.serve_with(listener, move |router| {
+            router.add_service(node_ca).add_service(content_server)
+        })?;
+        let maintain = tokio::spawn(crate::content::maintain(content, crate::content::GC_GRACE));
         let monitor = tokio::spawn(shoal_manager::dispatcher::monitor(
             replica.clone(),
             liveness,
@@ -313,7 +331,7 @@ impl SwarmApi {
             broker: Some(broker),
             counts: Some(counts),
             creds: Creds { ca, cert, key },
-            tasks: vec![agent, executor, monitor, orchestrator],
+            tasks: vec![agent, executor, monitor, orchestrator, maintain],
         })
     }
 
@@ -1505,11 +1523,80 @@ pub(crate) fn store_status(e: shoal_store::Error) -> Status {
     }
 }
 
+impl SwarmApi {
+    /// This node's part in the swarm, or why there is none (for verbs any node may use).
+    async fn member(&self) -> Result<Arc<Active>, Status> {
+        self.active.lock().await.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "this node is not part of a swarm: use \"shoal swarm init\" or \"shoal swarm join\" first",
+            )
+        })
+    }
+
+    /// The managers to ask for content: this one first when it is a manager.
+    fn content_managers(a: &Active) -> Vec<String> {
+        let mut managers = Vec::new();
+        if a.replica.is_some() {
+            managers.push(a.m.advertise_addr.clone());
+        }
+        for m in &a.m.managers {
+            if !managers.contains(m) {
+                managers.push(m.clone());
+            }
+        }
+        managers
+    }
+}
+
 /// The gRPC face of [`SwarmApi`].
 pub struct Handle(Arc<SwarmApi>);
 
 #[tonic::async_trait]
 impl Swarm for Handle {
+    type PublishImageStream =
+        tokio_stream::wrappers::ReceiverStream<Result<PublishImageProgress, Status>>;
+
+    async fn publish_image(
+        &self,
+        request: Request<PublishImageRequest>,
+    ) -> Result<Response<Self::PublishImageStream>, Status> {
+        let reference = request.into_inner().reference;
+        let a = self.0.member().await?;
+        // A missing image is a clean error, not a broken stream.
+        self.0
+            .engine
+            .image(&reference)
+            .await
+            .map_err(|e| Status::not_found(e.to_string()))?;
+        let managers = SwarmApi::content_managers(&a);
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let engine = self.0.engine.clone();
+        tokio::spawn(async move {
+            let last =
+                match crate::content::publish(&engine, &managers, &a.creds, &reference, tx.clone())
+                    .await
+                {
+                    Ok(image) => Ok(PublishImageProgress {
+                        image: Some(image),
+                        ..Default::default()
+                    }),
+                    Err(s) => Err(s),
+                };
+            let _ = tx.send(last).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
+    async fn list_swarm_images(
+        &self,
+        _request: Request<ListSwarmImagesRequest>,
+    ) -> Result<Response<ListSwarmImagesResponse>, Status> {
+        let a = self.0.member().await?;
+        let images = crate::content::list(&SwarmApi::content_managers(&a), &a.creds).await?;
+        Ok(Response::new(ListSwarmImagesResponse { images }))
+    }
     async fn init(
         &self,
         request: Request<SwarmInitRequest>,

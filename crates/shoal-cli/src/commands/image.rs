@@ -22,7 +22,7 @@ pub enum ImageCommand {
     Load(LoadArgs),
     /// Pull an image from a registry.
     Pull(PullArgs),
-    /// Push an image to a registry.
+    /// Push an image to a registry, or to the swarm (a name without a registry).
     Push(PushArgs),
     /// Save images to a docker-compatible tar archive.
     Save(SaveArgs),
@@ -46,6 +46,9 @@ pub struct LoadArgs {
     /// Print only the loaded names.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
+    /// On a swarm node, keep the images on this node: do not make them swarm images.
+    #[arg(long = "local")]
+    local: bool,
 }
 
 #[derive(Args)]
@@ -129,11 +132,11 @@ pub async fn load(host: &str, args: LoadArgs) -> Result<i32> {
         .map_err(|_| anyhow::anyhow!("reading the archive failed"))?;
     let resp = resp.map_err(err)?.into_inner();
     read.context("read the archive")?;
-    for img in resp.images {
+    for img in &resp.images {
         if img.names.is_empty() {
             println!("Loaded image ID: {}", img.id);
         }
-        for n in img.names {
+        for n in &img.names {
             if args.quiet {
                 println!("{n}");
             } else {
@@ -141,7 +144,73 @@ pub async fn load(host: &str, args: LoadArgs) -> Result<i32> {
             }
         }
     }
+    // On a swarm node the images become swarm images: every node can run them.
+    if args.local || !in_swarm(host).await? {
+        return Ok(0);
+    }
+    for img in resp.images {
+        let reference = img.names.first().cloned().unwrap_or(img.id.clone());
+        let published = publish(host, &reference, true)
+            .await
+            .with_context(|| format!("loaded {reference} on this node, but it is not a swarm image (load it again, or use --local to keep it here)"))?;
+        if !args.quiet {
+            println!(
+                "Published to the swarm: {reference} ({}, on {} of {} managers)",
+                short_blob(&published.manifest_digest),
+                published.managers_with_content,
+                published.managers
+            );
+        }
+    }
     Ok(0)
+}
+
+/// Whether the local daemon is part of a swarm.
+async fn in_swarm(host: &str) -> Result<bool> {
+    let info = crate::client::connect_swarm(host)
+        .await?
+        .inspect(shoal_api::v1::SwarmInspectRequest {})
+        .await
+        .map_err(err)?
+        .into_inner();
+    Ok(info.local_node_state == "active")
+}
+
+/// Whether `name` names its registry (`host[:port]/…`, `localhost/…`), docker's rule: a
+/// first component with a dot or a port, or `localhost`.
+fn names_registry(name: &str) -> bool {
+    name.split_once('/').is_some_and(|(first, _)| {
+        first.contains('.') || first.contains(':') || first == "localhost"
+    })
+}
+
+/// Make the local image `reference` a swarm image, showing each blob as it goes unless
+/// `quiet`.
+async fn publish(host: &str, reference: &str, quiet: bool) -> Result<shoal_api::v1::SwarmImage> {
+    let mut stream = crate::client::connect_swarm(host)
+        .await?
+        .publish_image(shoal_api::v1::PublishImageRequest {
+            reference: reference.to_string(),
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    let mut told = std::collections::HashSet::new();
+    while let Some(msg) = stream.message().await.map_err(err)? {
+        if let Some(image) = msg.image {
+            return Ok(image);
+        }
+        if quiet || msg.done < msg.total || !told.insert(msg.digest.clone()) {
+            continue;
+        }
+        let what = if msg.existed {
+            "Layer already exists"
+        } else {
+            "Pushed"
+        };
+        println!("{}: {what}", short_blob(&msg.digest));
+    }
+    bail!("the daemon ended the publication without an answer: see its log")
 }
 
 pub async fn save(host: &str, args: SaveArgs) -> Result<i32> {
@@ -180,6 +249,8 @@ pub async fn save(host: &str, args: SaveArgs) -> Result<i32> {
     result.map(|()| 0)
 }
 
+/// `image ls`. On a swarm node a SCOPE column says which images are swarm images (every node
+/// can run them) and which only this node has; swarm images not here are listed too.
 pub async fn ls(host: &str, args: LsArgs) -> Result<i32> {
     let json = match args.format.as_deref() {
         None | Some("table") => false,
@@ -187,29 +258,72 @@ pub async fn ls(host: &str, args: LsArgs) -> Result<i32> {
         Some(other) => bail!("unsupported --format {other:?}: use table or json"),
     };
     let mut client = connect(host).await?;
-    let mut images = client
+    let local = client
         .list_images(ListImagesRequest {})
         .await
         .map_err(err)?
         .into_inner()
         .images;
-    images.sort_by(|a, b| b.created.cmp(&a.created));
-    let mut rows = Vec::new();
-    for i in &images {
-        let id = if args.no_trunc {
-            i.id.clone()
+    let swarm = if in_swarm(host).await? {
+        let listed = crate::client::connect_swarm(host)
+            .await?
+            .list_swarm_images(shoal_api::v1::ListSwarmImagesRequest {})
+            .await;
+        match listed {
+            Ok(r) => Some(r.into_inner().images),
+            Err(s) => {
+                eprintln!("shoal: the swarm's images are not listed: {}", s.message());
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // (id, names, created, size, scope)
+    let mut images: Vec<(String, Vec<String>, String, u64, &str)> = Vec::new();
+    let swarm_ids: std::collections::HashSet<&str> =
+        swarm.iter().flatten().map(|i| i.id.as_str()).collect();
+    for i in &local {
+        let scope = if swarm_ids.contains(i.id.as_str()) {
+            "swarm"
         } else {
-            short_id(&i.id)
+            "local"
+        };
+        images.push((
+            i.id.clone(),
+            i.repo_tags.clone(),
+            i.created.clone(),
+            i.size,
+            scope,
+        ));
+    }
+    for i in swarm.iter().flatten() {
+        if local.iter().any(|l| l.id == i.id) {
+            continue;
+        }
+        let names = i
+            .names
+            .iter()
+            .map(|n| shoal_image::reference::familiar_name(n))
+            .collect();
+        images.push((i.id.clone(), names, i.created.clone(), i.size, "swarm"));
+    }
+    images.sort_by(|a, b| b.2.cmp(&a.2));
+    let mut rows = Vec::new();
+    for (id, tags, created, size, scope) in &images {
+        let id = if args.no_trunc {
+            id.clone()
+        } else {
+            short_id(id)
         };
         if args.quiet {
             println!("{id}");
             continue;
         }
-        let names: Vec<(String, String)> = if i.repo_tags.is_empty() {
+        let names: Vec<(String, String)> = if tags.is_empty() {
             vec![("<none>".into(), "<none>".into())]
         } else {
-            i.repo_tags
-                .iter()
+            tags.iter()
                 .map(|t| match t.rsplit_once(':') {
                     Some((r, tag)) if !tag.contains('/') => (r.to_string(), tag.to_string()),
                     _ => (t.clone(), "<none>".into()),
@@ -218,26 +332,26 @@ pub async fn ls(host: &str, args: LsArgs) -> Result<i32> {
         };
         for (repo, tag) in names {
             if json {
-                println!(
-                    "{}",
-                    json!({"ID": id, "Repository": repo, "Tag": tag, "CreatedAt": i.created, "CreatedSince": ago(&i.created), "Size": human_size(i.size)})
-                );
+                let mut doc = json!({"ID": id, "Repository": repo, "Tag": tag, "CreatedAt": created, "CreatedSince": ago(created), "Size": human_size(*size)});
+                if swarm.is_some() {
+                    doc["Scope"] = json!(scope);
+                }
+                println!("{doc}");
             } else {
-                rows.push(vec![
-                    repo,
-                    tag,
-                    id.clone(),
-                    ago(&i.created),
-                    human_size(i.size),
-                ]);
+                let mut row = vec![repo, tag, id.clone(), ago(created), human_size(*size)];
+                if swarm.is_some() {
+                    row.push(scope.to_string());
+                }
+                rows.push(row);
             }
         }
     }
     if !args.quiet && !json {
-        print!(
-            "{}",
-            table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
-        );
+        let mut header = vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"];
+        if swarm.is_some() {
+            header.push("SCOPE");
+        }
+        print!("{}", table(&header, &rows));
     }
     Ok(0)
 }
@@ -516,12 +630,39 @@ pub struct PushArgs {
     /// Print only the pushed manifest's digest.
     #[arg(short = 'q', long = "quiet")]
     quiet: bool,
-    /// HOST[:PORT]/REPO[:TAG] (tag the image with `shoal tag` first)
+    /// HOST[:PORT]/REPO[:TAG] for a registry (tag the image with `shoal tag` first), or a
+    /// name without a registry for the swarm's content store
     image: String,
 }
 
-/// `shoal push`: the daemon sends the blobs the repository lacks, then the manifest.
+/// `shoal push`: the daemon sends the blobs the repository lacks, then the manifest. An
+/// image whose name names no registry goes to the swarm's content store (on a swarm node).
 pub async fn push(host: &str, args: PushArgs) -> Result<i32> {
+    if !names_registry(&args.image) {
+        if !in_swarm(host).await? {
+            bail!(
+                "{}: name a registry (HOST[:PORT]/REPO[:TAG], tag it with \"shoal tag\" first), or join a swarm to push it to the swarm",
+                args.image
+            );
+        }
+        if !args.quiet {
+            println!(
+                "The push refers to the swarm's content store [{}]",
+                args.image
+            );
+        }
+        let image = publish(host, &args.image, args.quiet).await?;
+        if args.quiet {
+            println!("{}", image.manifest_digest);
+        } else {
+            let size = image.blobs.first().map_or(0, |b| b.size);
+            println!(
+                "{}: digest: {} size: {size} (on {} of {} managers)",
+                args.image, image.manifest_digest, image.managers_with_content, image.managers
+            );
+        }
+        return Ok(0);
+    }
     let reference =
         shoal_image::reference::parse(&args.image).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
