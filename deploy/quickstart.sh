@@ -44,14 +44,17 @@ if ((lab > 0)); then
     deploy/lab.sh up "$lab" 1
   fi
   hosts=$(ls -d /tmp/shoal-lab/h* | sed 's|.*/h||' | sort -n)
-  echo "==> loading the busybox image on every host (swarm-wide images come next)"
+  echo "==> loading the busybox image on the manager only: a swarm image, which every host"
+  echo "    fetches from the managers by digest when a task needs it"
   image=$(mktemp /tmp/shoal-busybox.XXXXXX.tar)
   "$bin/shoal-testkit" busybox-image -o "$image"
-  for i in $hosts; do
-    deploy/lab.sh shoal "$i" image load -i "$image" >/dev/null
-    deploy/lab.sh shoal "$i" tag busybox busybox:v2
-  done
+  deploy/lab.sh shoal 1 image load -i "$image"
+  deploy/lab.sh shoal 1 tag busybox busybox:v2
+  deploy/lab.sh shoal 1 image push busybox:v2
   rm -f "$image"
+  last=$(echo "$hosts" | tail -1)
+  echo "-- host $last before the service: (swarm images it does not have yet are listed too)"
+  deploy/lab.sh shoal "$last" image ls
   echo "==> a service with 3 replicas, then rolled to a second image version"
   deploy/lab.sh shoal 1 service rm hello >/dev/null 2>&1 && sleep 1 || true
   deploy/lab.sh shoal 1 service create --name hello --replicas 3 --stop-grace-period 1s \
@@ -63,6 +66,7 @@ if ((lab > 0)); then
 
 A swarm of $lab hosts is running the service "hello". Try:
   sudo deploy/lab.sh shoal 1 node ls                  # the hosts (1 is the manager)
+  sudo deploy/lab.sh shoal 2 image ls                 # SCOPE: swarm images, fetched by digest
   sudo deploy/lab.sh shoal 1 service logs -f hello    # every task's output, with task and node
   sudo deploy/lab.sh kill 2                           # a worker dies: its task moves within ~15 s
   sudo deploy/lab.sh shoal 1 service ps hello         # ... and here is where it went

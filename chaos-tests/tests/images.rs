@@ -308,3 +308,45 @@ fn a_transfer_resumes_from_another_manager_when_the_one_serving_it_dies() {
         c.hosts[3].log_tail()
     );
 }
+
+#[test]
+fn content_no_name_or_service_needs_is_collected_after_the_grace_period() {
+    let c = Cluster::swarm_with_env(1, 0, "1s", &[("SHOAL_TEST_CONTENT_GC_GRACE", "3")]);
+    wait_ready(&c, 1);
+    let load = |name: &str, mark: &str| {
+        let archive = app_image(name, mark);
+        c.hosts[0].ok(&["image", "load", "-i", archive.to_str().unwrap()]);
+        image_id(&c, 0, name).expect("loaded")
+    };
+    let blob = |id: &str| content_dir(&c, 0).join(id.trim_start_matches("sha256:"));
+    // A service uses "used"; nothing uses "dropped".
+    let used = load("app:used", "used");
+    let dropped = load("app:dropped", "dropped");
+    c.hosts[0].ok(&[
+        "service", "create", "-d", "--name", "keep", "app:used", "sleep", "3600",
+    ]);
+    // Their names move to other images: both are nameless now.
+    let used_next = load("app:used", "used-next");
+    let dropped_next = load("app:dropped", "dropped-next");
+    assert!(blob(&dropped).exists() && blob(&used).exists());
+
+    settle(
+        &c,
+        "the nameless, unused image's blobs are removed",
+        "keep",
+        SETTLE,
+        || !blob(&dropped).exists(),
+    );
+    // What a name or a service refers to stays, and so does the layer they share.
+    std::thread::sleep(Duration::from_secs(5));
+    for id in [&used, &used_next, &dropped_next] {
+        assert!(blob(id).exists(), "{id} is still needed");
+    }
+    let ls = c.hosts[0].ok(&["image", "ls", "--format", "json"]);
+    assert!(
+        !ls.lines()
+            .any(|l| l.contains("\"swarm\"") && l.contains(&dropped[7..19])),
+        "the forgotten image is no swarm image any more: {ls}"
+    );
+    c.hosts[0].ok(&["service", "rm", "keep"]);
+}

@@ -55,7 +55,12 @@ pub struct RegistryOptions {
     pub certs_dir: Option<PathBuf>,
     /// Credentials by registry (`host[:port]`): user name and password (or token).
     pub credentials: HashMap<String, (String, String)>,
+    /// Blobs larger than this are uploaded in chunks of this size (`PATCH`es, then the
+    /// closing `PUT`); 0: 32 MiB.
+    pub upload_chunk: u64,
 }
+
+const UPLOAD_CHUNK: u64 = 32 << 20;
 
 /// The host to talk to for a reference's domain (docker.io's API lives elsewhere).
 fn api_host(domain: &str) -> &str {
@@ -91,6 +96,7 @@ pub struct Registry {
     credentials: Option<(String, String)>,
     /// Bearer tokens by scope; "basic" when the registry asked for basic credentials.
     tokens: Mutex<HashMap<String, String>>,
+    upload_chunk: u64,
 }
 
 impl Registry {
@@ -135,6 +141,11 @@ impl Registry {
             host,
             base,
             tokens: Mutex::new(HashMap::new()),
+            upload_chunk: if opts.upload_chunk == 0 {
+                UPLOAD_CHUNK
+            } else {
+                opts.upload_chunk
+            },
         })
     }
 
@@ -228,8 +239,11 @@ impl Registry {
                     registry_error(&self.host, "bearer challenge without a realm")
                 })?;
                 let mut req = self.agent.get(realm);
-                if !scope.is_empty() {
-                    req = req.query("scope", scope);
+                // The challenge's scopes when it names them (a cross-repository mount needs
+                // pull on the source too), else ours; one parameter each.
+                let wanted = params.get("scope").map_or(scope, String::as_str);
+                for one in wanted.split_whitespace() {
+                    req = req.query("scope", one);
                 }
                 if let Some(service) = params.get("service") {
                     req = req.query("service", service);
@@ -240,9 +254,15 @@ impl Registry {
                 let reply: TokenReply = req
                     .call()
                     .map_err(|e| match e {
+                        ureq::Error::Status(401 | 403, _) if self.credentials.is_some() => {
+                            registry_error(
+                                &self.host,
+                                format!("the token service refused the credentials: log in again with `shoal login {}`", self.host),
+                            )
+                        }
                         ureq::Error::Status(401 | 403, _) => registry_error(
                             &self.host,
-                            "the token service refused the credentials: log in again with `shoal login`",
+                            format!("the token service refuses anonymous access: log in with `shoal login {}`", self.host),
                         ),
                         other => registry_error(&self.host, format!("token service: {other}")),
                     })?
@@ -389,32 +409,59 @@ impl Registry {
         if started.status() == 201 {
             return Ok(true);
         }
-        let (content, size) = content()?;
+        let (mut content, size) = content()?;
         let location = started.header("Location").ok_or_else(|| {
             registry_error(
                 &self.host,
                 "the registry started an upload without a Location",
             )
         })?;
-        let mut upload = if location.starts_with('/') {
-            format!("{}{location}", self.base)
-        } else {
-            location.to_owned()
-        };
+        let mut upload = self.absolute(location);
+        // A large blob goes in chunks, each answered with where the next goes.
+        let mut sent = 0;
+        while size > self.upload_chunk && sent < size {
+            let n = self.upload_chunk.min(size - sent);
+            let mut req = self
+                .agent
+                .request("PATCH", &upload)
+                .set("Content-Type", "application/octet-stream")
+                .set("Content-Length", &n.to_string())
+                .set("Content-Range", &format!("{sent}-{}", sent + n - 1));
+            if let Some(auth) = self.authorization(&scope) {
+                req = req.set("Authorization", &auth);
+            }
+            let r = req
+                .send((&mut content).take(n))
+                .map_err(|e| self.failed(&format!("uploading {digest} at byte {sent}"), e))?;
+            upload = self.absolute(r.header("Location").ok_or_else(|| {
+                registry_error(&self.host, "the registry took a chunk without a Location")
+            })?);
+            sent += n;
+        }
         upload.push(if upload.contains('?') { '&' } else { '?' });
         upload.push_str("digest=");
         upload.push_str(digest);
+        let rest = size - sent;
         let mut req = self
             .agent
             .put(&upload)
             .set("Content-Type", "application/octet-stream")
-            .set("Content-Length", &size.to_string());
+            .set("Content-Length", &rest.to_string());
         if let Some(auth) = self.authorization(&scope) {
             req = req.set("Authorization", &auth);
         }
-        req.send(content)
+        req.send(content.take(rest))
             .map_err(|e| self.failed(&format!("uploading {digest}"), e))?;
         Ok(false)
+    }
+
+    /// A `Location` the registry sent, as a URL.
+    fn absolute(&self, location: &str) -> String {
+        if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_owned()
+        }
     }
 
     /// A failed request, in one line.

@@ -8,7 +8,7 @@ use std::fs::File;
 
 use common::Sandbox;
 use shoal_image::{Error, RegistryOptions};
-use shoal_testkit::TestRegistry;
+use shoal_testkit::{TestRegistry, TokenService};
 
 /// The busybox image's id as a load of the same archive gives it.
 fn busybox_id() -> String {
@@ -135,12 +135,15 @@ fn a_pushed_image_reads_back_byte_identical_and_a_second_push_sends_no_blob() {
     let name = format!("{}/team/pushed:v1", registry.addr);
     sandbox.store.tag("busybox", &name).unwrap();
 
+    // In chunks of 256 KiB: the 2 MB layer goes as several PATCHes, then the PUT.
+    let chunked = RegistryOptions {
+        upload_chunk: 256 << 10,
+        ..Default::default()
+    };
     let sent = std::sync::Mutex::new(Vec::new());
     let pushed = sandbox
         .store
-        .push(&name, &RegistryOptions::default(), &|p| {
-            sent.lock().unwrap().push(p)
-        })
+        .push(&name, &chunked, &|p| sent.lock().unwrap().push(p))
         .unwrap();
     let image = sandbox.store.get(&name).unwrap();
     assert_eq!(
@@ -243,4 +246,48 @@ fn a_tls_registry_is_trusted_through_its_ca_directory_only() {
     };
     let pulled = sandbox.store.pull(&reference, &opts).unwrap();
     assert_eq!(pulled.id, busybox_id());
+}
+
+#[test]
+fn bearer_tokens_come_from_the_registrys_token_service_with_the_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("token-issuer.pem");
+    let tokens = TokenService::start("tester", "s3cret", &cert);
+    let registry = TestRegistry::start_token(&tokens, &cert);
+    registry.push_busybox("team/busybox", "v1", Some("tester:s3cret"));
+    let reference = format!("{}/team/busybox:v1", registry.addr);
+    let sandbox = Sandbox::new();
+
+    // Anonymous: the token service refuses, the pull fails in one line, nothing is stored.
+    let err = sandbox
+        .store
+        .pull(&reference, &RegistryOptions::default())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("refuses anonymous access")
+            && err.to_string().contains("shoal login"),
+        "{err}"
+    );
+    assert!(sandbox.store.list().unwrap().is_empty());
+
+    let mut opts = RegistryOptions::default();
+    opts.credentials.insert(
+        registry.addr.clone(),
+        ("tester".to_owned(), "s3cret".to_owned()),
+    );
+    let before = tokens.issued.load(std::sync::atomic::Ordering::Relaxed);
+    let pulled = sandbox.store.pull(&reference, &opts).unwrap();
+    assert_eq!(pulled.id, busybox_id());
+    assert!(
+        tokens.issued.load(std::sync::atomic::Ordering::Relaxed) > before,
+        "the pull presented a token from the token service"
+    );
+
+    // A push asks for a push scope the same way.
+    let copy = format!("{}/team/copy:v1", registry.addr);
+    sandbox.store.tag(&reference, &copy).unwrap();
+    let pushed = sandbox.store.push(&copy, &opts, &|_| {}).unwrap();
+    assert_eq!(pushed.tag, "v1");
+    let again = Sandbox::new();
+    assert_eq!(again.store.pull(&copy, &opts).unwrap().id, busybox_id());
 }

@@ -17,6 +17,7 @@ mod names;
 mod netns;
 mod pty;
 mod registry;
+pub mod token;
 mod wait;
 
 pub use bins::bin;
@@ -27,4 +28,5 @@ pub use names::unique_name;
 pub use netns::{in_netns, lan, Remote};
 pub use pty::PtySession;
 pub use registry::TestRegistry;
+pub use token::TokenService;
 pub use wait::wait_until;

@@ -45,18 +45,25 @@ impl TestRegistry {
         Self::start_with(netns, None, Some((cert, key)))
     }
 
+    /// Requiring bearer tokens from `tokens` (in the caller's namespace), whose certificate
+    /// is the PEM file `token_cert`.
+    pub fn start_token(tokens: &crate::TokenService, token_cert: &Path) -> TestRegistry {
+        let auth = format!(
+            "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+            tokens.realm,
+            crate::token::TOKEN_SERVICE,
+            crate::token::TOKEN_ISSUER,
+            token_cert.display()
+        );
+        Self::start_configured(None, auth, None)
+    }
+
     fn start_with(
         netns: Option<&Path>,
         htpasswd: Option<(&str, &str)>,
         tls: Option<(&Path, &Path)>,
     ) -> TestRegistry {
         let dir = tempfile::tempdir().expect("registry dir");
-        // A free port: in another namespace nothing else binds loopback ports anyway.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let addr = format!("127.0.0.1:{port}");
         let auth = match htpasswd {
             Some((user, hash)) => {
                 let file = dir.path().join("htpasswd");
@@ -68,6 +75,29 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        Self::start_in(dir, netns, auth, tls)
+    }
+
+    fn start_configured(
+        netns: Option<&Path>,
+        auth: String,
+        tls: Option<(&Path, &Path)>,
+    ) -> TestRegistry {
+        Self::start_in(tempfile::tempdir().expect("registry dir"), netns, auth, tls)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        netns: Option<&Path>,
+        auth: String,
+        tls: Option<(&Path, &Path)>,
+    ) -> TestRegistry {
+        // A free port: in another namespace nothing else binds loopback ports anyway.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let addr = format!("127.0.0.1:{port}");
         let tls = tls.map_or_else(String::new, |(cert, key)| {
             format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",

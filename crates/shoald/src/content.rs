@@ -38,7 +38,15 @@ use crate::swarm::Creds;
 /// Bytes per message of a blob transfer.
 const CHUNK: usize = 1 << 20;
 /// How long unreferenced blobs and nameless images are kept.
-pub(crate) const GC_GRACE: Duration = Duration::from_secs(30 * 60);
+const GC_GRACE: Duration = Duration::from_secs(30 * 60);
+
+/// [`GC_GRACE`], or for tests `SHOAL_TEST_CONTENT_GC_GRACE` seconds.
+pub(crate) fn gc_grace() -> Duration {
+    std::env::var("SHOAL_TEST_CONTENT_GC_GRACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(GC_GRACE, Duration::from_secs)
+}
 
 /// A connection to the content service of the manager at `addr`.
 pub(crate) async fn client(addr: &str, creds: &Creds) -> Result<ContentClient<Channel>, String> {
@@ -65,17 +73,29 @@ pub(crate) fn service(svc: Arc<ContentService>) -> ContentServer<ContentService>
         .max_encoding_message_size(4 * CHUNK)
 }
 
-/// Only nodes of the swarm (a verified certificate) may read or write content.
-fn node<T>(req: &Request<T>) -> Result<String, Status> {
-    let certs = req.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("the swarm's content is served to swarm nodes only")
-    })?;
-    let leaf = certs.first().ok_or_else(|| {
-        Status::unauthenticated("the swarm's content is served to swarm nodes only")
-    })?;
-    shoal_manager::identity(leaf)
-        .map(|id| id.node_id)
-        .map_err(|e| Status::unauthenticated(e.to_string()))
+impl ContentService {
+    /// Only nodes of the swarm (a verified certificate of a node not removed) may read or
+    /// write content; the caller's node id.
+    fn node<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let refused =
+            || Status::unauthenticated("the swarm's content is served to swarm nodes only");
+        let certs = req.peer_certs().ok_or_else(refused)?;
+        let leaf = certs.first().ok_or_else(refused)?;
+        let id = shoal_manager::identity(leaf)
+            .map_err(|e| Status::unauthenticated(e.to_string()))?
+            .node_id;
+        let removed = self
+            .replica
+            .state()
+            .get_obj::<shoal_manager::objects::RemovedNode>(&id)
+            .map_err(crate::swarm::internal)?;
+        if removed.is_some() {
+            return Err(Status::permission_denied(format!(
+                "node {id} was removed from the swarm"
+            )));
+        }
+        Ok(id)
+    }
 }
 
 fn content_status(e: shoal_image::Error) -> Status {
@@ -106,7 +126,7 @@ impl Content for ContentService {
         &self,
         req: Request<api::MissingBlobsRequest>,
     ) -> Result<Response<api::MissingBlobsResponse>, Status> {
-        node(&req)?;
+        self.node(&req)?;
         let digests = req
             .into_inner()
             .digests
@@ -120,7 +140,7 @@ impl Content for ContentService {
         &self,
         req: Request<Streaming<api::BlobChunk>>,
     ) -> Result<Response<api::PutBlobResponse>, Status> {
-        node(&req)?;
+        self.node(&req)?;
         let mut inbound = req.into_inner();
         let first = inbound
             .message()
@@ -174,7 +194,7 @@ impl Content for ContentService {
         &self,
         req: Request<api::GetBlobRequest>,
     ) -> Result<Response<Self::GetBlobStream>, Status> {
-        node(&req)?;
+        self.node(&req)?;
         let r = req.into_inner();
         let store = self.store.clone();
         let digest = r.digest.clone();
@@ -217,7 +237,7 @@ impl Content for ContentService {
         &self,
         req: Request<api::PutImageRequest>,
     ) -> Result<Response<api::SwarmImage>, Status> {
-        let by = node(&req)?;
+        let by = self.node(&req)?;
         let wanted = req
             .into_inner()
             .image
@@ -234,7 +254,7 @@ impl Content for ContentService {
         &self,
         req: Request<api::ListSwarmImagesRequest>,
     ) -> Result<Response<api::ListSwarmImagesResponse>, Status> {
-        node(&req)?;
+        self.node(&req)?;
         let mut images: Vec<api::SwarmImage> = self
             .replica
             .state()
@@ -251,7 +271,7 @@ impl Content for ContentService {
         &self,
         req: Request<api::ResolveImageRequest>,
     ) -> Result<Response<api::SwarmImage>, Status> {
-        node(&req)?;
+        self.node(&req)?;
         let reference = req.into_inner().reference;
         find(&self.replica, &reference)?
             .map(Response::new)

@@ -101,8 +101,8 @@ pub async fn run(ex: Executor) {
                     None => break,
                 },
                 _ = tick.tick() => {}
-                // An image fetch ended: its tasks go on.
-                _ = FETCHED.notified() => {}
+                // An image fetch or a stop ended: report it, go on.
+                _ = WAKE.notified() => {}
             }
             let Some(tasks) = &tasks else { continue };
             let tasks: Vec<api::Task> = tasks.values().cloned().collect();
@@ -275,33 +275,59 @@ async fn reconcile(
             _ => to_stop.push((t, current, container)),
         }
     }
-    // Tasks to shut down stop at once, not one after the other (a rolling update's batch
-    // stops several on a node).
-    futures::future::join_all(to_stop.iter().map(|(t, _, container)| async move {
-        let Some(c) = container else { return };
+    // Tasks to shut down stop at once and in the background: a stop may wait out a grace
+    // period, and the node's other tasks (new ones, other stops) do not wait for it.
+    for (t, _, container) in &to_stop {
+        let Some(c) = container else { continue };
         let running = c
             .state
             .as_ref()
             .is_some_and(|s| s.status() == ContainerStatus::Running);
-        if running {
-            let grace = t.spec.as_ref().map_or(10, |s| {
-                if s.stop_grace_period_ms == 0 {
-                    10
-                } else {
-                    (s.stop_grace_period_ms / 1000).max(1) as i32
-                }
-            });
-            if let Err(e) = engine.stop(&c.id, Some(grace)).await {
-                tracing::debug!(task = %t.id, error = %e, "stopping a task's container");
+        if !running && t.desired_state != "remove" {
+            continue;
+        }
+        if !STOPPING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(t.id.clone())
+        {
+            continue; // under way
+        }
+        let grace = t.spec.as_ref().map_or(10, |s| {
+            if s.stop_grace_period_ms == 0 {
+                10
+            } else {
+                (s.stop_grace_period_ms / 1000).max(1) as i32
             }
-        }
-        if t.desired_state == "remove" {
-            let _ = engine.remove(&c.id, true, false).await;
-        }
-    }))
-    .await;
+        });
+        let (engine, task, id, remove) = (
+            engine.clone(),
+            t.id.clone(),
+            c.id.clone(),
+            t.desired_state == "remove",
+        );
+        tokio::spawn(async move {
+            if running {
+                if let Err(e) = engine.stop(&id, Some(grace)).await {
+                    tracing::debug!(task = %task, error = %e, "stopping a task's container");
+                }
+            }
+            if remove {
+                let _ = engine.remove(&id, true, false).await;
+            }
+            STOPPING
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&task);
+            WAKE.notify_waiters();
+        });
+    }
     for (t, current, container) in to_stop {
-        if !shoal_manager::service::is_terminal(&current.state) {
+        let stopping = STOPPING
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&t.id);
+        if !stopping && !shoal_manager::service::is_terminal(&current.state) {
             let mut st = status("shutdown", "shut down");
             if let Some(c) = container {
                 st.container_id = c.id.clone();
@@ -339,9 +365,12 @@ pub(crate) fn registry_credentials(auth: &str) -> Option<(String, String)> {
 /// the same image wait for one fetch, and learn how it ended.
 static FETCHES: std::sync::LazyLock<std::sync::Mutex<HashMap<String, Fetch>>> =
     std::sync::LazyLock::new(Default::default);
-/// Told when a fetch ends, so the tasks waiting on it go on at once.
-static FETCHED: std::sync::LazyLock<tokio::sync::Notify> =
+/// Told when a fetch or a stop ends, so what waits on it goes on at once.
+static WAKE: std::sync::LazyLock<tokio::sync::Notify> =
     std::sync::LazyLock::new(tokio::sync::Notify::new);
+/// Tasks whose containers are being stopped (or removed) in the background.
+static STOPPING: std::sync::LazyLock<std::sync::Mutex<HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
 
 enum Fetch {
     Running,
@@ -398,7 +427,7 @@ fn fetch(engine: &Engine, content: &Fetcher, spec: &api::TaskSpec) -> Result<boo
             }
         }
         drop(fetches);
-        FETCHED.notify_waiters();
+        WAKE.notify_waiters();
     });
     Ok(false)
 }

@@ -179,6 +179,7 @@ async fn serve(args: Args) -> Result<()> {
             insecure: args.insecure_registry.clone(),
             certs_dir: Some(args.registry_certs_dir.clone()),
             credentials: Default::default(),
+            upload_chunk: 0,
         },
     };
     for (what, path) in [("runtime", &cfg.runtime), ("shim", &cfg.shim)] {

@@ -318,7 +318,10 @@ impl SwarmApi {
         replica.serve_with(listener, move |router| {
             router.add_service(node_ca).add_service(content_server)
         })?;
-        let maintain = tokio::spawn(crate::content::maintain(content, crate::content::GC_GRACE));
+        let maintain = tokio::spawn(crate::content::maintain(
+            content,
+            crate::content::gc_grace(),
+        ));
         let monitor = tokio::spawn(shoal_manager::dispatcher::monitor(
             replica.clone(),
             liveness,

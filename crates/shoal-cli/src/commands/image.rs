@@ -195,10 +195,21 @@ async fn publish(host: &str, reference: &str, quiet: bool) -> Result<shoal_api::
         .await
         .map_err(err)?
         .into_inner();
+    let tty = !quiet && std::io::stdout().is_terminal();
+    let mut bars = Bars::new("Pushing", "Pushed");
     let mut told = std::collections::HashSet::new();
     while let Some(msg) = stream.message().await.map_err(err)? {
         if let Some(image) = msg.image {
             return Ok(image);
+        }
+        if tty {
+            if msg.existed {
+                bars.existed(&msg.digest, msg.total, "Layer already exists");
+            } else {
+                bars.update(&msg.digest, msg.done, msg.total);
+            }
+            bars.draw()?;
+            continue;
         }
         if quiet || msg.done < msg.total || !told.insert(msg.digest.clone()) {
             continue;
@@ -460,42 +471,23 @@ pub async fn pull(host: &str, args: PullArgs) -> Result<i32> {
             .unwrap_or(&reference.path);
         println!("{what}: Pulling from {path}");
     }
-    // Layers in the order first heard of, with their progress.
-    let mut layers: Vec<(String, u64, u64)> = Vec::new();
-    let mut drawn = 0usize;
+    let mut bars = Bars::new("Downloading", "Pull complete");
     let mut image = None;
     while let Some(msg) = stream.message().await.map_err(err)? {
         if let Some(i) = msg.image {
             image = Some(i);
             break;
         }
-        let at = match layers.iter().position(|(d, _, _)| *d == msg.digest) {
-            Some(at) => at,
-            None => {
-                layers.push((msg.digest.clone(), 0, msg.total));
-                layers.len() - 1
-            }
-        };
-        let finished_now = layers[at].1 < layers[at].2 && msg.done >= msg.total;
         if msg.existed {
             if !args.quiet && !tty {
                 println!("{}: Already exists", short_blob(&msg.digest));
             }
-            layers[at].1 = msg.total;
+            bars.existed(&msg.digest, msg.total, "Already exists");
             continue;
         }
-        layers[at].1 = msg.done;
+        let finished_now = bars.update(&msg.digest, msg.done, msg.total);
         if tty {
-            // Redraw every line: up over what was drawn, then the table again.
-            let mut out = std::io::stdout().lock();
-            if drawn > 0 {
-                write!(out, "\x1b[{drawn}A")?;
-            }
-            for (d, done, total) in &layers {
-                writeln!(out, "\x1b[2K{}", layer_line(d, *done, *total))?;
-            }
-            drawn = layers.len();
-            out.flush()?;
+            bars.draw()?;
         } else if finished_now && !args.quiet {
             println!("{}: Download complete", short_blob(&msg.digest));
         }
@@ -527,25 +519,87 @@ fn short_blob(digest: &str) -> String {
 }
 
 /// `a1b2c3d4e5f6: Downloading [=====>     ]  1.2MB/5.0MB`, docker's layer line.
-fn layer_line(digest: &str, done: u64, total: u64) -> String {
-    if total > 0 && done >= total {
-        return format!("{}: Pull complete", short_blob(digest));
+/// Live per-layer bars on a terminal, redrawn in place as docker draws them.
+struct Bars {
+    /// Layers in the order first heard of: digest, bytes so far, size, and what a layer
+    /// the other side had already says instead ("Already exists").
+    layers: Vec<(String, u64, u64, Option<&'static str>)>,
+    drawn: usize,
+    /// What a layer in progress and a finished one say ("Downloading", "Pull complete").
+    doing: &'static str,
+    done: &'static str,
+}
+
+impl Bars {
+    fn new(doing: &'static str, done: &'static str) -> Bars {
+        Bars {
+            layers: Vec::new(),
+            drawn: 0,
+            doing,
+            done,
+        }
     }
-    let width = 40u64;
-    let filled = (done * width).checked_div(total).unwrap_or(0);
-    let bar: String = (0..width)
-        .map(|i| match i.cmp(&filled) {
-            std::cmp::Ordering::Less => '=',
-            std::cmp::Ordering::Equal => '>',
-            std::cmp::Ordering::Greater => ' ',
-        })
-        .collect();
-    format!(
-        "{}: Downloading [{bar}] {}/{}",
-        short_blob(digest),
-        human_size(done),
-        human_size(total)
-    )
+
+    /// Record `digest`'s progress; true when it has just finished.
+    fn update(&mut self, digest: &str, done: u64, total: u64) -> bool {
+        let at = match self.layers.iter().position(|(d, ..)| d == digest) {
+            Some(at) => at,
+            None => {
+                self.layers.push((digest.to_string(), 0, total, None));
+                self.layers.len() - 1
+            }
+        };
+        let finished_now = self.layers[at].1 < self.layers[at].2 && done >= total;
+        self.layers[at].1 = done;
+        finished_now
+    }
+
+    /// A layer the other side had already.
+    fn existed(&mut self, digest: &str, total: u64, note: &'static str) {
+        self.update(digest, total, total);
+        if let Some(l) = self.layers.iter_mut().find(|(d, ..)| d == digest) {
+            l.3 = Some(note);
+        }
+    }
+
+    /// Redraw every line: up over what was drawn, then the table again.
+    fn draw(&mut self) -> std::io::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if self.drawn > 0 {
+            write!(out, "\x1b[{}A", self.drawn)?;
+        }
+        for (d, done, total, note) in &self.layers {
+            let line = match note {
+                Some(note) => format!("{}: {note}", short_blob(d)),
+                None => self.line(d, *done, *total),
+            };
+            writeln!(out, "\x1b[2K{line}")?;
+        }
+        self.drawn = self.layers.len();
+        out.flush()
+    }
+
+    fn line(&self, digest: &str, done: u64, total: u64) -> String {
+        if total > 0 && done >= total {
+            return format!("{}: {}", short_blob(digest), self.done);
+        }
+        let width = 40u64;
+        let filled = (done * width).checked_div(total).unwrap_or(0);
+        let bar: String = (0..width)
+            .map(|i| match i.cmp(&filled) {
+                std::cmp::Ordering::Less => '=',
+                std::cmp::Ordering::Equal => '>',
+                std::cmp::Ordering::Greater => ' ',
+            })
+            .collect();
+        format!(
+            "{}: {} [{bar}] {}/{}",
+            short_blob(digest),
+            self.doing,
+            human_size(done),
+            human_size(total)
+        )
+    }
 }
 
 #[derive(Args)]
