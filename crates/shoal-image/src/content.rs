@@ -65,6 +65,21 @@ impl ContentStore {
         self.blobs.contains(digest)
     }
 
+    /// Whether the store has the blob; if so it counts as new from now (garbage collection
+    /// spares young blobs: one about to be named by an image being recorded).
+    pub fn touch(&self, digest: &str) -> bool {
+        let Ok(path) = self.blobs.path(digest) else {
+            return false;
+        };
+        match File::options().write(true).open(&path) {
+            Ok(f) => {
+                let _ = f.set_modified(SystemTime::now());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// The blob's size, if the store has it.
     pub fn size(&self, digest: &str) -> Option<u64> {
         let path = self.blobs.path(digest).ok()?;
@@ -334,6 +349,11 @@ mod tests {
         io::Read::read_to_string(&mut f, &mut rest).unwrap();
         assert_eq!((rest.as_str(), size), ("layer", 11));
         assert_eq!(store.list().unwrap().len(), 1);
+        let before = store.list().unwrap()[0].modified;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert!(store.touch(&digest));
+        assert!(store.list().unwrap()[0].modified > before);
+        assert!(!store.touch(&sha256_digest(b"absent")));
         store.remove(&digest).unwrap();
         assert!(matches!(store.open_at(&digest, 0), Err(Error::Content(_))));
     }

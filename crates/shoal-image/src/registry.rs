@@ -819,21 +819,27 @@ impl ImageStore {
         }
         // The others, a few at once.
         let next = std::sync::atomic::AtomicUsize::new(0);
+        // One failure ends the pull: the others stop taking blobs.
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let staged: Mutex<Vec<Result<(usize, String, PathBuf)>>> = Mutex::new(Vec::new());
         std::thread::scope(|scope| {
             for _ in 0..blobs.len().min(3) {
                 scope.spawn(|| loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let Some(d) = blobs.get(i) else { break };
                     let file = work.join(format!("b{i}"));
                     let result = fetch_blob(registry, repo, d, &file, progress)
                         .map(|()| (i, d.digest.clone(), file));
-                    let failed = result.is_err();
+                    let broke = result.is_err();
                     staged
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(result);
-                    if failed {
+                    if broke {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
                         break;
                     }
                 });

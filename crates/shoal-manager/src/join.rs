@@ -125,8 +125,16 @@ pub async fn client(
 /// the swarm port's services. Calls on it have no deadline of their own (a blob transfer
 /// takes as long as it takes): the caller sets one where it needs one.
 pub async fn channel(addr: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<Channel> {
+    // A manager that vanishes without closing the connection (power, link) is noticed by
+    // the keepalives, not after the kernel's TCP timeout.
     let endpoint = Endpoint::from_shared(format!("https://{addr}"))
-        .map(|e| e.connect_timeout(CONNECT_TIMEOUT))
+        .map(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+                .tcp_keepalive(Some(Duration::from_secs(30)))
+        })
         .map_err(|e| Error::Other(format!("manager address {addr:?}: {e}")))?;
     mutual_tls(endpoint, addr, ca_pem, cert_pem, key_pem).await
 }

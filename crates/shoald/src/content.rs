@@ -37,6 +37,8 @@ use crate::swarm::Creds;
 
 /// Bytes per message of a blob transfer.
 const CHUNK: usize = 1 << 20;
+/// How long a transfer may go without a byte before the other side counts as gone.
+const IDLE: Duration = Duration::from_secs(30);
 /// How long unreferenced blobs and nameless images are kept.
 const GC_GRACE: Duration = Duration::from_secs(30 * 60);
 
@@ -127,11 +129,13 @@ impl Content for ContentService {
         req: Request<api::MissingBlobsRequest>,
     ) -> Result<Response<api::MissingBlobsResponse>, Status> {
         self.node(&req)?;
+        // A blob found here is about to be named by an image: young again, so garbage
+        // collection spares it until the image is recorded.
         let digests = req
             .into_inner()
             .digests
             .into_iter()
-            .filter(|d| !self.store.contains(d))
+            .filter(|d| !self.store.touch(d))
             .collect();
         Ok(Response::new(api::MissingBlobsResponse { digests }))
     }
@@ -146,7 +150,7 @@ impl Content for ContentService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("an upload without a blob"))?;
-        if self.store.contains(&first.digest) {
+        if self.store.touch(&first.digest) {
             return Ok(Response::new(api::PutBlobResponse {}));
         }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
@@ -165,7 +169,14 @@ impl Content for ContentService {
         let mut failed = None;
         if tx.send(first.data).await.is_ok() {
             loop {
-                match inbound.message().await {
+                let Ok(next) = tokio::time::timeout(IDLE, inbound.message()).await else {
+                    failed = Some(Status::deadline_exceeded(format!(
+                        "nothing of blob {} for {IDLE:?}",
+                        first.digest
+                    )));
+                    break;
+                };
+                match next {
                     Ok(Some(c)) => {
                         if tx.send(c.data).await.is_err() {
                             break; // the writer failed: its error says why
@@ -198,14 +209,16 @@ impl Content for ContentService {
         let r = req.into_inner();
         let store = self.store.clone();
         let digest = r.digest.clone();
-        let (mut file, _) = tokio::task::spawn_blocking(move || store.open_at(&digest, r.offset))
-            .await
-            .map_err(joined)?
-            .map_err(content_status)?;
+        let (mut file, size) =
+            tokio::task::spawn_blocking(move || store.open_at(&digest, r.offset))
+                .await
+                .map_err(joined)?
+                .map_err(content_status)?;
         let (tx, rx) = mpsc::channel(4);
         let rate = test_rate();
         tokio::task::spawn_blocking(move || {
             let mut buf = vec![0u8; CHUNK];
+            let mut first = true;
             loop {
                 let n = match file.read(&mut buf) {
                     Ok(0) => break,
@@ -218,8 +231,10 @@ impl Content for ContentService {
                         break;
                     }
                 };
+                // The first message says the blob's whole size.
                 let chunk = api::BlobChunk {
                     data: buf[..n].to_vec(),
+                    size: if std::mem::take(&mut first) { size } else { 0 },
                     ..Default::default()
                 };
                 if tx.blocking_send(Ok(chunk)).is_err() {
@@ -255,6 +270,10 @@ impl Content for ContentService {
         req: Request<api::ListSwarmImagesRequest>,
     ) -> Result<Response<api::ListSwarmImagesResponse>, Status> {
         self.node(&req)?;
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(crate::swarm::store_status)?;
         let mut images: Vec<api::SwarmImage> = self
             .replica
             .state()
@@ -273,6 +292,10 @@ impl Content for ContentService {
     ) -> Result<Response<api::SwarmImage>, Status> {
         self.node(&req)?;
         let reference = req.into_inner().reference;
+        self.replica
+            .read_barrier()
+            .await
+            .map_err(crate::swarm::store_status)?;
         find(&self.replica, &reference)?
             .map(Response::new)
             .ok_or_else(|| Status::not_found(format!("no swarm image {reference}")))
@@ -342,6 +365,7 @@ impl ContentService {
     /// Copy the image's blobs to the other managers; (managers holding them all, managers).
     /// Fails, recording nothing, when fewer than a quorum hold them.
     async fn spread(&self, image: &api::SwarmImage) -> Result<(u32, u32), Status> {
+        use futures::StreamExt;
         let voters = self.replica.voters();
         let quorum = voters.len() / 2 + 1;
         let peers: Vec<String> = voters
@@ -349,18 +373,42 @@ impl ContentService {
             .map(|(_, addr)| addr)
             .filter(|a| *a != self.me)
             .collect();
-        let results = futures::future::join_all(
-            peers
-                .iter()
-                .map(|p| copy_to(p, &self.creds, &self.store, &image.blobs)),
-        )
-        .await;
+        let mut copies: futures::stream::FuturesUnordered<_> = peers
+            .iter()
+            .map(|p| {
+                let (peer, creds, store, blobs) = (
+                    p.clone(),
+                    self.creds.clone(),
+                    self.store.clone(),
+                    image.blobs.clone(),
+                );
+                tokio::spawn(async move {
+                    let r = copy_to(&peer, &creds, &store, &blobs).await;
+                    (peer, r)
+                })
+            })
+            .collect();
         let mut holders = 1;
         let mut why = Vec::new();
-        for (peer, r) in peers.iter().zip(results) {
-            match r {
-                Ok(()) => holders += 1,
-                Err(e) => why.push(format!("{peer}: {e}")),
+        // Once a quorum holds it, the others get a moment more; a slow or dead one copies
+        // it later (its own background fill, or this copy still running).
+        let mut enough_at = None;
+        loop {
+            let next = match enough_at {
+                None => copies.next().await,
+                Some(at) => match tokio::time::timeout_at(at, copies.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            match next {
+                None => break,
+                Some(Ok((_, Ok(())))) => holders += 1,
+                Some(Ok((peer, Err(e)))) => why.push(format!("{peer}: {e}")),
+                Some(Err(e)) => why.push(format!("a copy failed: {e}")),
+            }
+            if holders >= quorum && enough_at.is_none() {
+                enough_at = Some(tokio::time::Instant::now() + Duration::from_secs(5));
             }
         }
         if holders < quorum {
@@ -370,8 +418,8 @@ impl ContentService {
                 why.join("; ")
             )));
         }
-        if !why.is_empty() {
-            tracing::info!(image = %image.manifest_digest, missing = %why.join("; "), "swarm image on a quorum; the other managers copy it when they can");
+        if holders < peers.len() + 1 {
+            tracing::info!(image = %image.manifest_digest, holders, failed = %why.join("; "), "swarm image on a quorum; the other managers copy it when they can");
         }
         Ok((holders as u32, (peers.len() + 1) as u32))
     }
@@ -452,6 +500,10 @@ pub(crate) async fn upload(
 async fn record(replica: &Replica, image: api::SwarmImage) -> Result<api::SwarmImage, Status> {
     let mut last = None;
     for _ in 0..5 {
+        replica
+            .read_barrier()
+            .await
+            .map_err(crate::swarm::store_status)?;
         let sm = replica.state();
         let mut ops = Vec::new();
         let mut moved = HashSet::new();
@@ -708,22 +760,37 @@ async fn collect(svc: &ContentService, grace: Duration) -> Result<(), String> {
             );
         }
     }
-    let named: HashSet<&str> = images
-        .iter()
-        .flat_map(|i| i.object.0.blobs.iter().map(|b| b.digest.as_str()))
+    // The blobs first, then what the images name: an image recorded meanwhile had its
+    // blobs touched by its publication, so they are young.
+    let store = svc.store.clone();
+    let old: Vec<String> = tokio::task::spawn_blocking(move || {
+        let now = SystemTime::now();
+        Ok::<_, String>(
+            store
+                .list()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|b| now.duration_since(b.modified).unwrap_or_default() >= grace)
+                .map(|b| b.digest)
+                .collect(),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let named: HashSet<String> = svc
+        .replica
+        .state()
+        .list_obj::<SwarmImage>()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flat_map(|i| i.object.0.blobs.into_iter().map(|b| b.digest))
         .collect();
     let store = svc.store.clone();
-    let named: HashSet<String> = named.into_iter().map(str::to_string).collect();
     let removed = tokio::task::spawn_blocking(move || {
         let mut removed = 0;
-        for b in store.list().map_err(|e| e.to_string())? {
-            let age = SystemTime::now()
-                .duration_since(b.modified)
-                .unwrap_or_default();
-            if !named.contains(&b.digest) && age >= grace {
-                store.remove(&b.digest).map_err(|e| e.to_string())?;
-                removed += 1;
-            }
+        for digest in old.iter().filter(|d| !named.contains(*d)) {
+            store.remove(digest).map_err(|e| e.to_string())?;
+            removed += 1;
         }
         Ok::<_, String>(removed)
     })
@@ -766,10 +833,18 @@ impl Fetcher {
     ) {
         let mut why = Vec::new();
         let n = self.managers.len();
-        // Every manager twice: one restarting comes back.
-        for attempt in 0..(2 * n) {
+        // The blob's size, from the first answer: a stream that ends short was cut off.
+        let mut total = None;
+        // Every manager twice without progress (one restarting comes back); progress
+        // starts the count again.
+        let (mut attempt, mut failures) = (0usize, 0usize);
+        while failures < 2 * n {
             let addr = &self.managers[attempt % n];
-            if attempt > 0 && offset > 0 {
+            attempt += 1;
+            if failures > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if offset > 0 {
                 tracing::info!(blob = %digest, offset, manager = %addr, "resuming a blob transfer from another manager");
             } else {
                 tracing::info!(blob = %digest, manager = %addr, "fetching a blob from a manager");
@@ -778,6 +853,7 @@ impl Fetcher {
                 Ok(c) => c,
                 Err(e) => {
                     why.push(format!("{addr}: {e}"));
+                    failures += 1;
                     continue;
                 }
             };
@@ -791,23 +867,43 @@ impl Fetcher {
                 Ok(s) => s.into_inner(),
                 Err(e) => {
                     why.push(format!("{addr}: {}", e.message()));
+                    failures += 1;
                     continue;
                 }
             };
+            let start = offset;
             loop {
-                match s.message().await {
-                    Ok(Some(chunk)) => {
+                // A manager that vanished without closing the connection: give up on it
+                // after a while without a byte.
+                match tokio::time::timeout(IDLE, s.message()).await {
+                    Ok(Ok(Some(chunk))) => {
+                        if chunk.size > 0 {
+                            total = Some(chunk.size);
+                        }
                         offset += chunk.data.len() as u64;
                         if tx.send(Ok(chunk.data)).await.is_err() {
                             return; // the reader is gone
                         }
                     }
-                    Ok(None) => return,
-                    Err(e) => {
+                    Ok(Ok(None)) if total.is_none_or(|t| offset >= t) => return,
+                    Ok(Ok(None)) => {
+                        why.push(format!("{addr}: the transfer ended at byte {offset}"));
+                        break;
+                    }
+                    Ok(Err(e)) => {
                         why.push(format!("{addr}: {} (at byte {offset})", e.message()));
                         break;
                     }
+                    Err(_) => {
+                        why.push(format!("{addr}: nothing for {IDLE:?} (at byte {offset})"));
+                        break;
+                    }
                 }
+            }
+            if offset > start {
+                failures = 0;
+            } else {
+                failures += 1;
             }
         }
         let _ = tx
@@ -885,7 +981,7 @@ impl shoal_image::Source for SwarmSource {
         let _in = self.runtime.enter();
         self.fetcher
             .reader(reference.to_string(), 0)
-            .take(4 << 20)
+            .take(16 << 20)
             .read_to_end(&mut bytes)
             .map_err(|e| self.error(e.to_string()))?;
         let actual = shoal_image::sha256_digest(&bytes);
@@ -967,79 +1063,89 @@ pub(crate) async fn publish(
         .map_err(|e| Status::not_found(e.to_string()))?;
     let mut why = Vec::new();
     for addr in managers {
-        let mut c = match client(addr, creds).await {
-            Ok(c) => c,
-            Err(e) => {
-                why.push(format!("{addr}: {e}"));
-                continue;
-            }
-        };
-        let missing = match c
-            .missing_blobs(api::MissingBlobsRequest {
-                digests: content.blobs.iter().map(|(d, _)| d.clone()).collect(),
-            })
-            .await
-        {
-            Ok(m) => m.into_inner().digests,
-            Err(s) => {
+        match publish_to(engine, addr, creds, &content, &progress).await {
+            Ok(image) => return Ok(image),
+            // The manager, not the image: the next one may take it.
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+                ) =>
+            {
                 why.push(format!("{addr}: {}", s.message()));
-                continue;
             }
-        };
-        // Layers last, as docker shows them; config and manifest are small.
-        for (digest, size) in content
-            .blobs
-            .iter()
-            .skip(2)
-            .chain(content.blobs.iter().take(2))
-        {
-            if !missing.contains(digest) {
-                let _ = progress
-                    .send(Ok(api::PublishImageProgress {
-                        digest: digest.clone(),
-                        done: *size,
-                        total: *size,
-                        existed: true,
-                        image: None,
-                    }))
-                    .await;
-                continue;
-            }
-            let file = engine
-                .open_blob(digest)
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let (d, total, tx) = (digest.clone(), *size, progress.clone());
-            upload(&mut c, digest, *size, file, move |done| {
-                let _ = tx.try_send(Ok(api::PublishImageProgress {
-                    digest: d.clone(),
-                    done,
-                    total,
-                    existed: false,
-                    image: None,
-                }));
-            })
-            .await
-            .map_err(|e| Status::unavailable(format!("sending to the manager at {addr}: {e}")))?;
+            Err(s) => return Err(s),
         }
-        let image = c
-            .put_image(api::PutImageRequest {
-                image: Some(api::SwarmImage {
-                    manifest_digest: content.manifest_digest.clone(),
-                    names: content.names.clone(),
-                    size: content.size,
-                    created: content.created.clone().unwrap_or_default(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner();
-        return Ok(image);
     }
     Err(Status::unavailable(format!(
         "no manager took the image: {}",
         why.join("; ")
     )))
+}
+
+/// [`publish`] through the manager at `addr`.
+async fn publish_to(
+    engine: &shoal_engine::Engine,
+    addr: &str,
+    creds: &Creds,
+    content: &shoal_image::ImageContent,
+    progress: &mpsc::Sender<Result<api::PublishImageProgress, Status>>,
+) -> Result<api::SwarmImage, Status> {
+    let mut c = client(addr, creds).await.map_err(Status::unavailable)?;
+    let missing = c
+        .missing_blobs(api::MissingBlobsRequest {
+            digests: content.blobs.iter().map(|(d, _)| d.clone()).collect(),
+        })
+        .await?
+        .into_inner()
+        .digests;
+    // Layers first, as docker shows them; config and manifest are small.
+    for (digest, size) in content
+        .blobs
+        .iter()
+        .skip(2)
+        .chain(content.blobs.iter().take(2))
+    {
+        if !missing.contains(digest) {
+            let _ = progress
+                .send(Ok(api::PublishImageProgress {
+                    digest: digest.clone(),
+                    done: *size,
+                    total: *size,
+                    existed: true,
+                    image: None,
+                }))
+                .await;
+            continue;
+        }
+        let file = engine
+            .open_blob(digest)
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (d, total, tx) = (digest.clone(), *size, progress.clone());
+        upload(&mut c, digest, *size, file, move |done| {
+            let _ = tx.try_send(Ok(api::PublishImageProgress {
+                digest: d.clone(),
+                done,
+                total,
+                existed: false,
+                image: None,
+            }));
+        })
+        .await
+        .map_err(|e| Status::unavailable(format!("sending to the manager at {addr}: {e}")))?;
+    }
+    Ok(c.put_image(api::PutImageRequest {
+        image: Some(api::SwarmImage {
+            manifest_digest: content.manifest_digest.clone(),
+            names: content.names.clone(),
+            size: content.size,
+            created: content.created.clone().unwrap_or_default(),
+            ..Default::default()
+        }),
+    })
+    .await?
+    .into_inner())
 }
 
 /// The swarm's images, asked of the managers.

@@ -319,7 +319,7 @@ async fn reconcile(
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&task);
-            WAKE.notify_waiters();
+            WAKE.notify_one();
         });
     }
     for (t, current, container) in to_stop {
@@ -391,6 +391,10 @@ fn fetch(engine: &Engine, content: &Fetcher, spec: &api::TaskSpec) -> Result<boo
         spec.image_pinned.clone()
     };
     let mut fetches = FETCHES.lock().unwrap_or_else(|e| e.into_inner());
+    // Failures are told for a few seconds, then forgotten (a later task tries again).
+    fetches.retain(
+        |_, f| !matches!(f, Fetch::Failed(_, at) if at.elapsed() > Duration::from_secs(60)),
+    );
     match fetches.remove(&source) {
         Some(Fetch::Running) => {
             fetches.insert(source, Fetch::Running);
@@ -414,7 +418,14 @@ fn fetch(engine: &Engine, content: &Fetcher, spec: &api::TaskSpec) -> Result<boo
         let outcome = if engine.image(wanted).await.is_ok() {
             Ok(()) // here meanwhile
         } else {
-            fetch_now(&engine, &content, &spec, &source).await
+            match fetch_now(&engine, &content, &spec, &source).await {
+                // What came must be what the task runs (the managers pinned an id: a node
+                // of another platform may get another image for the same name).
+                Ok(()) if engine.image(wanted).await.is_err() => Err(format!(
+                    "fetched {source}, but it is not image {wanted} that the service runs (another platform?)"
+                )),
+                other => other,
+            }
         };
         let mut fetches = FETCHES.lock().unwrap_or_else(|e| e.into_inner());
         match outcome {
@@ -427,7 +438,7 @@ fn fetch(engine: &Engine, content: &Fetcher, spec: &api::TaskSpec) -> Result<boo
             }
         }
         drop(fetches);
-        WAKE.notify_waiters();
+        WAKE.notify_one();
     });
     Ok(false)
 }
