@@ -776,7 +776,8 @@ impl ImageStore {
         let r = reference::parse(reference)?;
         let _shared = self.gc_shared();
         let work = TmpDir::new(&self.tmp, "pull")?;
-        let staging = self.stage_pull(source, &r, work.path(), progress)?;
+        // The claim on the blobs it fetches lasts until they are imported.
+        let (staging, _claim) = self.stage_pull(source, &r, work.path(), progress)?;
         let mut loaded = self.import_staged(&staging, work.path())?;
         loaded
             .pop()
@@ -789,7 +790,7 @@ impl ImageStore {
         r: &Reference,
         work: &Path,
         progress: OnProgress<'_>,
-    ) -> Result<Staging> {
+    ) -> Result<(Staging, crate::store::Claim<'_>)> {
         let repo = r.path.as_str();
         let mut staging = Staging::new();
         let found = platform_manifest(registry, r)?;
@@ -799,6 +800,16 @@ impl ImageStore {
             staging.add(&blob_path(digest)?, &mut &bytes[..], &work.join("m2"))?;
         }
         let manifest = found.manifest;
+        // What another pull fetches now (a base layer two images share) is waited for, not
+        // fetched again.
+        let mut claimed: Vec<String> = std::iter::once(&manifest.config)
+            .chain(&manifest.layers)
+            .map(|d| d.digest.clone())
+            .filter(|d| !self.blobs.contains(d))
+            .collect();
+        claimed.sort();
+        claimed.dedup();
+        let claim = self.claim(claimed);
         // Blobs this store has already (a shared base layer, the same image again) are
         // checked where they are, not fetched.
         let (have, blobs): (Vec<&Descriptor>, Vec<&Descriptor>) = std::iter::once(&manifest.config)
@@ -870,7 +881,7 @@ impl ImageStore {
             &mut &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
             &work.join("oci-layout"),
         )?;
-        Ok(staging)
+        Ok((staging, claim))
     }
 }
 

@@ -30,6 +30,10 @@ pub struct ImageStore {
     /// Loads and saves hold it shared for their whole run, garbage collection exclusively, so a
     /// layer or blob a load found present is not deleted under it.
     pub(crate) gc_lock: RwLock<()>,
+    /// Blobs pulls are fetching now: a pull that needs one of them waits for the pull that
+    /// fetches it, then finds it here (one fetch per blob, whatever images share it).
+    pub(crate) fetching: Mutex<HashSet<String>>,
+    pub(crate) fetched: std::sync::Condvar,
     _lock: Flock<File>,
 }
 
@@ -62,6 +66,8 @@ impl ImageStore {
             blobs: Blobs::new(blobs_dir),
             index: Mutex::new(index),
             gc_lock: RwLock::new(()),
+            fetching: Mutex::new(HashSet::new()),
+            fetched: std::sync::Condvar::new(),
             _lock: lock,
         };
         store.collect_garbage()?;
@@ -201,6 +207,45 @@ impl ImageStore {
 }
 
 /// Removes everything inside `dir`.
+/// Blobs a pull fetches, claimed from other pulls until it has imported them.
+pub(crate) struct Claim<'a> {
+    store: &'a ImageStore,
+    digests: Vec<String>,
+}
+
+impl ImageStore {
+    /// Claim `digests` for one pull, all at once (so two pulls never wait on each other):
+    /// waits while another pull fetches any of them.
+    pub(crate) fn claim(&self, digests: Vec<String>) -> Claim<'_> {
+        let mut fetching = self.fetching.lock().unwrap_or_else(|e| e.into_inner());
+        while digests.iter().any(|d| fetching.contains(d)) {
+            fetching = self
+                .fetched
+                .wait(fetching)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        fetching.extend(digests.iter().cloned());
+        Claim {
+            store: self,
+            digests,
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut fetching = self
+            .store
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for d in &self.digests {
+            fetching.remove(d);
+        }
+        self.store.fetched.notify_all();
+    }
+}
+
 fn clean_dir(dir: &Path) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).map_err(Error::with_io(format!("listing {}", dir.display())))?;

@@ -291,3 +291,65 @@ fn bearer_tokens_come_from_the_registrys_token_service_with_the_credentials() {
     let again = Sandbox::new();
     assert_eq!(again.store.pull(&copy, &opts).unwrap().id, busybox_id());
 }
+
+#[test]
+fn pulls_of_images_sharing_layers_at_once_fetch_each_blob_once() {
+    let registry = TestRegistry::start(None, None);
+    registry.push_busybox("team/a", "v1", None);
+    // The same layers under another config.
+    let other = shoal_testkit::busybox_image_with(
+        serde_json::json!({ "Env": ["PATH=/bin", "OTHER=1"] }),
+        "team/b:v1",
+    )
+    .unwrap();
+    registry.copy(
+        &format!("docker-archive:{}", other.display()),
+        "team/b",
+        "v1",
+        None,
+    );
+    let sandbox = Sandbox::new();
+    let fetched = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for repo in ["team/a", "team/b"] {
+            let (store, fetched, addr) = (&sandbox.store, &fetched, &registry.addr);
+            scope.spawn(move || {
+                store
+                    .pull_with_progress(
+                        &format!("{addr}/{repo}:v1"),
+                        &RegistryOptions::default(),
+                        &|p| {
+                            if !p.existed && p.done == p.total {
+                                fetched.lock().unwrap().push(p.digest);
+                            }
+                        },
+                    )
+                    .unwrap();
+            });
+        }
+    });
+    let fetched = fetched.into_inner().unwrap();
+    let mut once = fetched.clone();
+    once.sort();
+    once.dedup();
+    assert_eq!(
+        fetched.len(),
+        once.len(),
+        "a blob fetched twice: {fetched:?}"
+    );
+    let a = sandbox
+        .store
+        .get(&format!("{}/team/a:v1", registry.addr))
+        .unwrap();
+    let b = sandbox
+        .store
+        .get(&format!("{}/team/b:v1", registry.addr))
+        .unwrap();
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.diff_ids, b.diff_ids);
+    assert_eq!(
+        fetched.len(),
+        a.diff_ids.len() + 2,
+        "the shared layers once, and the two configs"
+    );
+}

@@ -1099,14 +1099,21 @@ async fn publish_to(
         .await?
         .into_inner()
         .digests;
-    // Layers first, as docker shows them; config and manifest are small.
-    for (digest, size) in content
+    // Layers first, each shown as docker shows them; then config and manifest (small,
+    // not shown).
+    let layers = content.blobs.len().saturating_sub(2);
+    for (i, (digest, size)) in content
         .blobs
         .iter()
         .skip(2)
         .chain(content.blobs.iter().take(2))
+        .enumerate()
     {
+        let shown = i < layers;
         if !missing.contains(digest) {
+            if !shown {
+                continue;
+            }
             let _ = progress
                 .send(Ok(api::PublishImageProgress {
                     digest: digest.clone(),
@@ -1124,6 +1131,9 @@ async fn publish_to(
             .map_err(|e| Status::internal(e.to_string()))?;
         let (d, total, tx) = (digest.clone(), *size, progress.clone());
         upload(&mut c, digest, *size, file, move |done| {
+            if !shown {
+                return;
+            }
             let _ = tx.try_send(Ok(api::PublishImageProgress {
                 digest: d.clone(),
                 done,
