@@ -86,7 +86,12 @@ fn settle(c: &Cluster, what: &str, svc: &str, within: Duration, mut f: impl FnMu
         let log = std::fs::read_to_string(h.root.join("shoald.log")).unwrap_or_default();
         let lines: Vec<&str> = log
             .lines()
-            .filter(|l| l.contains("blob") || l.contains("image") || l.contains("WARN"))
+            .filter(|l| {
+                l.contains("blob")
+                    || l.contains("image")
+                    || l.contains("WARN")
+                    || l.contains("shoald::executor")
+            })
             .collect();
         report += &format!(
             "host {i} log:\n{}\n",
@@ -349,4 +354,52 @@ fn content_no_name_or_service_needs_is_collected_after_the_grace_period() {
         "the forgotten image is no swarm image any more: {ls}"
     );
     c.hosts[0].ok(&["service", "rm", "keep"]);
+}
+
+#[test]
+fn a_worker_fetches_from_managers_that_joined_after_it() {
+    // The worker joins when there is one manager; two more join after it.
+    let mut c = Cluster::swarm(1, 1, "1s");
+    let token = c.token("manager");
+    for _ in 0..2 {
+        let i = c.add_host();
+        c.hosts[i].ok(&["swarm", "join", "--token", &token, &c.addr(0)]);
+    }
+    wait_ready(&c, 4);
+    for i in [0, 2, 3] {
+        drain(&c, i);
+    }
+    let image = app_image("app:later", "later");
+    let out = c.hosts[0].ok(&["image", "load", "-i", image.to_str().unwrap()]);
+    assert!(out.contains("on 3 of 3 managers"), "{out}");
+    // The manager the worker first knew is gone; the others still make a quorum.
+    std::thread::sleep(Duration::from_secs(3));
+    c.kill9(0);
+    let leader = c.wait_leader(&[2, 3], SETTLE);
+    c.hosts[leader].ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "later",
+        "app:later",
+        "sleep",
+        "3600",
+    ]);
+    let mut table = String::new();
+    settle(
+        &c,
+        "the worker runs it, fetched from the later managers",
+        "later",
+        SETTLE,
+        || {
+            let out = c.hosts[leader].shoal(&["service", "ps", "later"]);
+            table = String::from_utf8_lossy(&out.stdout).into_owned();
+            table.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 5 && cols[4] == "Running" && cols[5] == "Running"
+            })
+        },
+    );
+    assert_eq!(c.containers(1, "later"), 1, "{table}");
 }

@@ -677,7 +677,7 @@ async fn fill(svc: &ContentService) -> Result<(), String> {
         .filter(|a| *a != svc.me)
         .collect();
     let source = Fetcher {
-        managers: peers,
+        managers: Arc::new(std::sync::RwLock::new(peers)),
         creds: svc.creds.clone(),
     };
     for b in wanted {
@@ -806,11 +806,23 @@ async fn collect(svc: &ContentService, grace: Duration) -> Result<(), String> {
 /// one fails.
 #[derive(Clone)]
 pub(crate) struct Fetcher {
-    pub(crate) managers: Vec<String>,
+    /// The managers as this node knows them now (its agent refreshes the list from the
+    /// managers' heartbeat answers).
+    pub(crate) managers: Managers,
     pub(crate) creds: Creds,
 }
 
+/// A list of managers' addresses, shared and kept current.
+pub(crate) type Managers = Arc<std::sync::RwLock<Vec<String>>>;
+
 impl Fetcher {
+    pub(crate) fn managers(&self) -> Vec<String> {
+        self.managers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The blob `digest` from `offset`, as a blocking reader (for the image store's
     /// blocking pull); must be called inside the runtime.
     pub(crate) fn reader(&self, digest: String, offset: u64) -> Resuming {
@@ -832,14 +844,15 @@ impl Fetcher {
         tx: mpsc::Sender<Result<Vec<u8>, String>>,
     ) {
         let mut why = Vec::new();
-        let n = self.managers.len();
+        let managers = self.managers();
+        let n = managers.len();
         // The blob's size, from the first answer: a stream that ends short was cut off.
         let mut total = None;
         // Every manager twice without progress (one restarting comes back); progress
         // starts the count again.
         let (mut attempt, mut failures) = (0usize, 0usize);
         while failures < 2 * n {
-            let addr = &self.managers[attempt % n];
+            let addr = &managers[attempt % n];
             attempt += 1;
             if failures > 0 {
                 tokio::time::sleep(Duration::from_millis(200)).await;

@@ -24,7 +24,8 @@ pub(crate) const TASK_LABEL: &str = "com.docker.swarm.task.id";
 
 pub struct Executor {
     pub node_id: String,
-    pub managers: Vec<String>,
+    /// The managers as the agent knows them now (refreshed from its heartbeats' answers).
+    pub known: crate::content::Managers,
     pub ca: String,
     pub cert: String,
     pub key: String,
@@ -50,7 +51,7 @@ pub async fn run(ex: Executor) {
     // What this node last reported per task, to send only changes.
     let mut reported: HashMap<String, api::TaskStatus> = HashMap::new();
     let content = Fetcher {
-        managers: ex.managers.clone(),
+        managers: ex.known.clone(),
         creds: crate::swarm::Creds {
             ca: ex.ca.clone(),
             cert: ex.cert.clone(),
@@ -58,10 +59,13 @@ pub async fn run(ex: Executor) {
         },
     };
     loop {
-        if ex.managers.is_empty() {
+        // The managers as the agent knows them now: ones that joined after this node are
+        // in it, so a session survives the loss of the managers it first knew.
+        let managers = content.managers();
+        if managers.is_empty() {
             return;
         }
-        let addr = ex.managers[next % ex.managers.len()].clone();
+        let addr = managers[next % managers.len()].clone();
         next += 1;
         let mut client = match shoal_manager::join::client(&addr, &ex.ca, &ex.cert, &ex.key).await {
             Ok(c) => c,
@@ -449,7 +453,7 @@ async fn fetch_now(
     spec: &api::TaskSpec,
     source: &str,
 ) -> Result<(), String> {
-    let swarm = crate::content::lookup(&content.managers, &content.creds, source).await;
+    let swarm = crate::content::lookup(&content.managers(), &content.creds, source).await;
     match swarm {
         Ok(Some(image)) => {
             let reference = crate::content::pinned(&image);

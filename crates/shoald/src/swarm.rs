@@ -225,9 +225,11 @@ impl SwarmApi {
         let certs = self.dir.join("certs");
         let read = |f: &str| std::fs::read_to_string(certs.join(f));
         let (ca, cert, key) = (read("ca.pem")?, read("node.pem")?, read("node.key")?);
+        let known: crate::content::Managers = Arc::new(std::sync::RwLock::new(m.managers.clone()));
         let agent = tokio::spawn(agent(Agent {
             node_id: m.node_id.clone(),
             managers: m.managers.clone(),
+            known: known.clone(),
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
@@ -236,7 +238,7 @@ impl SwarmApi {
         }));
         let executor = tokio::spawn(crate::executor::run(crate::executor::Executor {
             node_id: m.node_id.clone(),
-            managers: m.managers.clone(),
+            known,
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
@@ -1186,6 +1188,8 @@ fn node_message(a: &Active, n: Versioned<Node>) -> SwarmNode {
 struct Agent {
     node_id: String,
     managers: Vec<String>,
+    /// The same list, shared with the executor's image fetches.
+    known: crate::content::Managers,
     ca: String,
     cert: String,
     key: String,
@@ -1263,7 +1267,14 @@ async fn agent(mut ag: Agent) {
             // Keep the manager that answered first.
             let mut list = vec![addr.clone()];
             list.extend(r.manager_addrs.iter().filter(|a| **a != addr).cloned());
+            if list != ag.managers {
+                tracing::debug!(managers = ?list, "the managers, as the last answer lists them");
+            }
             ag.managers = list;
+            ag.known
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone_from(&ag.managers);
             next = 0;
         }
         let role = match id.role {
