@@ -24,6 +24,25 @@ pub struct Cluster {
     cuts: Vec<(usize, usize)>,
 }
 
+/// The rows of a `service ps` table as (node hostname, desired state, current state).
+pub fn task_rows(table: &str) -> Vec<(String, String, String)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            // ID NAME IMAGE NODE DESIRED CURRENT…
+            (cols.len() > 5).then(|| {
+                (
+                    cols[3].to_string(),
+                    cols[4].to_string(),
+                    cols[5].to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
 impl Cluster {
     /// `n` hosts on one LAN, no swarm yet.
     pub fn hosts(n: usize) -> Cluster {

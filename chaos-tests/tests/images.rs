@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use shoal_chaos_tests::{wait_until, Cluster};
+use shoal_chaos_tests::{task_rows, wait_until, Cluster};
 
 const SETTLE: Duration = Duration::from_secs(60);
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -40,19 +40,7 @@ fn image_id(c: &Cluster, i: usize, reference: &str) -> Option<String> {
 /// (node, desired, current) of each task of `svc`, and the whole table.
 fn tasks(c: &Cluster, svc: &str) -> (Vec<(String, String, String)>, String) {
     let out = c.hosts[0].ok(&["service", "ps", "--no-trunc", svc]);
-    let rows = out
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (
-                cols[3].to_string(),
-                cols[4].to_string(),
-                cols[5].to_string(),
-            )
-        })
-        .collect();
-    (rows, out)
+    (task_rows(&out), out)
 }
 
 fn running_nodes(c: &Cluster, svc: &str) -> Vec<String> {
@@ -294,13 +282,9 @@ fn a_transfer_resumes_from_another_manager_when_the_one_serving_it_dies() {
         || {
             let from = (0..3).find(|i| *i != serving).unwrap();
             let out = c.hosts[from].shoal(&["service", "ps", "slow"]);
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .skip(1)
-                .any(|l| {
-                    let cols: Vec<&str> = l.split_whitespace().collect();
-                    cols.len() > 5 && cols[4] == "Running" && cols[5] == "Running"
-                })
+            task_rows(&String::from_utf8_lossy(&out.stdout))
+                .iter()
+                .any(|(_, d, s)| d == "Running" && s == "Running")
         },
     );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -395,10 +379,9 @@ fn a_worker_fetches_from_managers_that_joined_after_it() {
         || {
             let out = c.hosts[leader].shoal(&["service", "ps", "later"]);
             table = String::from_utf8_lossy(&out.stdout).into_owned();
-            table.lines().skip(1).any(|l| {
-                let cols: Vec<&str> = l.split_whitespace().collect();
-                cols.len() > 5 && cols[4] == "Running" && cols[5] == "Running"
-            })
+            task_rows(&table)
+                .iter()
+                .any(|(_, d, s)| d == "Running" && s == "Running")
         },
     );
     assert_eq!(c.containers(1, "later"), 1, "{table}");

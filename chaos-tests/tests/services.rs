@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use shoal_chaos_tests::{wait_until, Cluster};
+use shoal_chaos_tests::{task_rows, wait_until, Cluster};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -30,19 +30,7 @@ fn create_sleeper(c: &Cluster, flags: &[&str]) -> String {
 
 /// `svc ps` as (node hostname, desired state, current state) for each task.
 fn tasks(c: &Cluster, from: usize, svc: &str) -> Vec<(String, String, String)> {
-    let out = c.hosts[from].ok(&["service", "ps", svc]);
-    out.lines()
-        .skip(1)
-        .map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            // ID NAME IMAGE NODE DESIRED CURRENT…
-            (
-                cols[3].to_string(),
-                cols[4].to_string(),
-                cols[5].to_string(),
-            )
-        })
-        .collect()
+    task_rows(&c.hosts[from].ok(&["service", "ps", svc]))
 }
 
 fn running_on(c: &Cluster, from: usize, svc: &str) -> Vec<String> {

@@ -52,6 +52,23 @@ fn status(e: Error) -> Status {
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// A long call's answer as a stream: `work` runs in the background with a sender for its
+/// progress (best effort: a slow client misses some), and its outcome is the last message.
+pub(crate) fn progress_stream<T, F, Fut>(work: F) -> ReceiverStream<Result<T, Status>>
+where
+    T: Send + 'static,
+    F: FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Status>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let work = work(tx.clone());
+    tokio::spawn(async move {
+        let end = work.await;
+        let _ = tx.send(end).await;
+    });
+    ReceiverStream::new(rx)
+}
+
 fn image_message(i: shoal_image::Image) -> Image {
     use shoal_api::v1::{HealthCheck, ImageConfig, StringList};
     let c = i.config;
@@ -432,35 +449,28 @@ impl EngineApi for Api {
         // A missing image is a clean error, not a broken stream.
         self.engine.image(&req.reference).await.map_err(status)?;
         let credentials = (!req.username.is_empty()).then_some((req.username, req.password));
-        let (tx, rx) = mpsc::channel(64);
         let engine = self.engine.clone();
-        tokio::spawn(async move {
-            let progress = {
-                let tx = tx.clone();
-                move |p: shoal_image::PushProgress| {
-                    let _ = tx.try_send(Ok(PushImageProgress {
-                        digest: p.digest,
-                        existed: p.existed,
-                        mounted_from: p.mounted_from.unwrap_or_default(),
-                        ..Default::default()
-                    }));
-                }
+        let stream = progress_stream(|tx| async move {
+            let progress = move |p: shoal_image::PushProgress| {
+                let _ = tx.try_send(Ok(PushImageProgress {
+                    digest: p.digest,
+                    existed: p.existed,
+                    mounted_from: p.mounted_from.unwrap_or_default(),
+                    ..Default::default()
+                }));
             };
-            let end = match engine
+            let p = engine
                 .push_image(&req.reference, credentials, progress)
                 .await
-            {
-                Ok(p) => Ok(PushImageProgress {
-                    tag: p.tag,
-                    manifest_digest: p.digest,
-                    manifest_size: p.size,
-                    ..Default::default()
-                }),
-                Err(e) => Err(status(e)),
-            };
-            let _ = tx.send(end).await;
+                .map_err(status)?;
+            Ok(PushImageProgress {
+                tag: p.tag,
+                manifest_digest: p.digest,
+                manifest_size: p.size,
+                ..Default::default()
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type PullImageStream = BoxStream<PullImageProgress>;
@@ -474,42 +484,34 @@ impl EngineApi for Api {
         shoal_image::reference::parse(&req.reference)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let credentials = (!req.username.is_empty()).then_some((req.username, req.password));
-        let (tx, rx) = mpsc::channel(64);
         let engine = self.engine.clone();
-        tokio::spawn(async move {
-            let progress = {
-                let tx = tx.clone();
-                move |p: shoal_image::PullProgress| {
-                    // Progress is best effort: a slow client misses some, never the end.
-                    let _ = tx.try_send(Ok(PullImageProgress {
-                        digest: p.digest,
-                        done: p.done,
-                        total: p.total,
-                        image: None,
-                        existed: p.existed,
-                    }));
-                }
+        let stream = progress_stream(|tx| async move {
+            let progress = move |p: shoal_image::PullProgress| {
+                let _ = tx.try_send(Ok(PullImageProgress {
+                    digest: p.digest,
+                    done: p.done,
+                    total: p.total,
+                    image: None,
+                    existed: p.existed,
+                }));
             };
-            let end = match engine
+            let l = engine
                 .pull_image(&req.reference, credentials, progress)
                 .await
-            {
-                Ok(l) => Ok(PullImageProgress {
-                    image: Some(LoadedImage {
-                        id: l.id,
-                        names: l
-                            .names
-                            .iter()
-                            .map(|n| shoal_image::reference::familiar_name(n))
-                            .collect(),
-                    }),
-                    ..Default::default()
+                .map_err(status)?;
+            Ok(PullImageProgress {
+                image: Some(LoadedImage {
+                    id: l.id,
+                    names: l
+                        .names
+                        .iter()
+                        .map(|n| shoal_image::reference::familiar_name(n))
+                        .collect(),
                 }),
-                Err(e) => Err(status(e)),
-            };
-            let _ = tx.send(end).await;
+                ..Default::default()
+            })
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type SaveImageStream = BoxStream<DataChunk>;

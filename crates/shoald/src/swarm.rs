@@ -1583,23 +1583,16 @@ impl Swarm for Handle {
             .await
             .map_err(|e| Status::not_found(e.to_string()))?;
         let managers = SwarmApi::content_managers(&a);
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
         let engine = self.0.engine.clone();
-        tokio::spawn(async move {
-            let last =
-                match crate::content::publish(&engine, &managers, &a.creds, &reference, tx.clone())
-                    .await
-                {
-                    Ok(image) => Ok(PublishImageProgress {
-                        image: Some(image),
-                        ..Default::default()
-                    }),
-                    Err(s) => Err(s),
-                };
-            let _ = tx.send(last).await;
-        });
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
+        Ok(Response::new(crate::api::progress_stream(
+            |tx| async move {
+                let image =
+                    crate::content::publish(&engine, &managers, &a.creds, &reference, tx).await?;
+                Ok(PublishImageProgress {
+                    image: Some(image),
+                    ..Default::default()
+                })
+            },
         )))
     }
 

@@ -440,12 +440,18 @@ pub struct PullArgs {
     image: String,
 }
 
+/// `image` parsed, with the credentials `shoal login` stored for its registry (empty when
+/// none).
+fn with_credentials(image: &str) -> Result<(shoal_image::Reference, String, String)> {
+    let reference = shoal_image::reference::parse(image).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
+    Ok((reference, username, password))
+}
+
 /// `shoal pull`: the daemon pulls from the registry (with the credentials `shoal login`
 /// stored for it); one line per layer as it completes, or live bars on a terminal.
 pub async fn pull(host: &str, args: PullArgs) -> Result<i32> {
-    let reference =
-        shoal_image::reference::parse(&args.image).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
+    let (reference, username, password) = with_credentials(&args.image)?;
     let mut client = connect(host).await?;
     let mut stream = client
         .pull_image(shoal_api::v1::PullImageRequest {
@@ -717,9 +723,7 @@ pub async fn push(host: &str, args: PushArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let reference =
-        shoal_image::reference::parse(&args.image).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (username, password) = crate::auth::credentials_for(&reference.domain)?.unwrap_or_default();
+    let (reference, username, password) = with_credentials(&args.image)?;
     let mut client = connect(host).await?;
     let mut stream = client
         .push_image(shoal_api::v1::PushImageRequest {
